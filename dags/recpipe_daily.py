@@ -1,0 +1,193 @@
+"""
+### recpipe_daily
+
+Fresh top-K recommendations for every active user, published once a day.
+
+For as-of date **D** (the logical date; the `as_of` param overrides it for manual runs) every
+stage uses only events before D:
+
+1. `run__resolve_params` validates params and records the run in `recpipe.pipeline_runs`;
+2. `gate__raw` checks the raw tables (schema, nulls, freshness and volume against D);
+3. `dbt` builds staging, features and SQL candidate sources, each model tested right after it;
+4. `gate__features`, then `candidates__python_sources` (implicit ALS), `gate__candidates`;
+5. `model__train_or_load` (LightGBM lambdarank), `gate__model` against the popularity baseline;
+6. `score__rank_candidates` writes the top K to a staging table, `gate__output` audits it,
+   `publish__recommendations` swaps it into `recpipe.recommendations` atomically.
+
+A failed gate fails its task with a one-line reason; nothing is published and earlier
+outputs stay exactly as they were. One run at a time on DuckDB (single writer).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, chain, dag, task
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
+
+from recpipe.airflow_tasks import begin, dbt_vars_template, stage
+from recpipe.dbt_manifest import ensure_manifest
+from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
+
+RESOLVE = "run__resolve_params"
+
+
+@dag(
+    dag_id="recpipe_daily",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recpipe", "recommendations", "dbt", "lightgbm"],
+    default_args={"owner": "personalization", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    params={
+        "k": Param(
+            20,
+            type="integer",
+            minimum=1,
+            maximum=200,
+            description="Recommendations per user (top K).",
+        ),
+        "retrain": Param(
+            "auto",
+            type="string",
+            enum=["auto", "always", "never"],
+            description="auto: reuse a champion trained in the last 7 days, "
+            "else train; always: train; never: use the champion.",
+        ),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Optional as-of date YYYY-MM-DD for manual runs; "
+            "defaults to the run's logical date.",
+        ),
+    },
+)
+def recpipe_daily():
+    @task(task_id=RESOLVE, retries=0)
+    def resolve_params(params=None, logical_date=None, dag_run=None, run_id=None) -> dict:
+        return begin(params, logical_date, getattr(dag_run, "run_after", None), run_id)
+
+    @task(task_id="gate__raw", retries=0)
+    def gate_raw(run: dict) -> None:
+        from recpipe.pipeline import check_raw
+
+        with stage(run) as current:
+            check_raw(current)
+
+    settings = load_settings()
+    dbt = DbtTaskGroup(
+        group_id="dbt",
+        project_config=ProjectConfig(
+            DBT_PROJECT_DIR, manifest_path=ensure_manifest(), install_dbt_deps=False
+        ),
+        profile_config=ProfileConfig(
+            profile_name="recpipe",
+            target_name=settings.warehouse,
+            profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.LOCAL, dbt_executable_path=dbt_executable()
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.AFTER_EACH,
+            env_vars=settings.dbt_env(),
+        ),
+        operator_args={
+            "vars": dbt_vars_template(RESOLVE),
+            "env": settings.dbt_env(),
+            "append_env": True,
+            "install_deps": False,
+            "retries": 0,
+        },
+    )
+
+    @task(task_id="gate__features", retries=0)
+    def gate_features(run: dict) -> None:
+        from recpipe.pipeline import check_features
+
+        with stage(run) as current:
+            check_features(current)
+
+    @task(task_id="candidates__python_sources")
+    def python_candidates(run: dict) -> int:
+        from recpipe.pipeline import generate_python_candidates
+
+        with stage(run) as current:
+            return generate_python_candidates(current)
+
+    @task(task_id="gate__candidates", retries=0)
+    def gate_candidates(run: dict) -> None:
+        from recpipe.pipeline import check_candidates
+
+        with stage(run) as current:
+            check_candidates(current)
+
+    @task(task_id="model__train_or_load")
+    def train_or_load(run: dict) -> str:
+        from recpipe.pipeline import train_or_load_ranker
+
+        with stage(run) as current:
+            return train_or_load_ranker(current)
+
+    @task(task_id="gate__model", retries=0)
+    def gate_model(run: dict, model_version: str) -> None:
+        from recpipe.pipeline import check_model
+
+        with stage(run) as current:
+            check_model(current, model_version)
+
+    @task(task_id="score__rank_candidates")
+    def score(run: dict, model_version: str) -> int:
+        from recpipe.pipeline import score_candidates
+
+        with stage(run) as current:
+            return score_candidates(current, model_version)
+
+    @task(task_id="gate__output", retries=0)
+    def gate_output(run: dict) -> None:
+        from recpipe.pipeline import check_output
+
+        with stage(run) as current:
+            check_output(current)
+
+    @task(task_id="publish__recommendations")
+    def publish(run: dict) -> int:
+        from recpipe.pipeline import publish_recommendations
+
+        with stage(run) as current:
+            return publish_recommendations(current)
+
+    @task(task_id="run__record_failure", trigger_rule="one_failed", retries=0)
+    def record_failure(run: dict) -> None:
+        """Runs only when a stage failed: closes the run as failed and fails the DAG run."""
+        from recpipe.airflow_tasks import fail_run
+
+        fail_run(run)
+
+    run = resolve_params()
+    version = train_or_load(run)
+    published = publish(run)
+    chain(
+        run,
+        gate_raw(run),
+        dbt,
+        gate_features(run),
+        python_candidates(run),
+        gate_candidates(run),
+        version,
+        gate_model(run, version),
+        score(run, version),
+        gate_output(run),
+        published,
+    )
+    failure = record_failure(run)
+    published >> failure
+
+
+recpipe_daily()

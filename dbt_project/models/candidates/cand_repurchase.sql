@@ -1,0 +1,108 @@
+{#-
+    Items the user purchased or carted before the cutoff, scored by frequency with recency decay:
+    sum over those events of event weight x exp(-age_days / 14). At a cutoff whose history holds
+    no purchase or cart at all (e.g. a views-only log) every event type counts instead.
+-#}
+{%- set candidate_depth = positive_int_var('candidate_depth') -%}
+{%- set decay_days = 14.0 -%}
+
+with
+
+active_users as (
+
+    select * from {{ ref('int_active_users') }}
+
+),
+
+items as (
+
+    select * from {{ ref('stg_shop__items') }}
+
+),
+
+events as (
+
+    select * from {{ ref('int_events_before_cutoffs') }}
+
+),
+
+cutoff_event_mix as (
+
+    select
+        as_of_date,
+        max(case when event_type in ('purchase', 'add_to_cart') then 1 else 0 end)
+            as has_purchases_or_carts
+
+    from events
+    group by as_of_date
+
+),
+
+repurchase_events as (
+
+    select events.*
+
+    from events
+    inner join cutoff_event_mix
+        on events.as_of_date = cutoff_event_mix.as_of_date
+    where
+        events.event_type in ('purchase', 'add_to_cart')
+        or cutoff_event_mix.has_purchases_or_carts = 0
+
+),
+
+scored_pairs as (
+
+    select
+        as_of_date,
+        user_id,
+        item_id,
+        sum(event_weight * exp(-age_days / {{ decay_days }})) as score
+
+    from repurchase_events
+    group by as_of_date, user_id, item_id
+
+),
+
+eligible_pairs as (
+
+    select scored_pairs.*
+
+    from scored_pairs
+    inner join active_users
+        on scored_pairs.as_of_date = active_users.as_of_date
+        and scored_pairs.user_id = active_users.user_id
+    inner join items
+        on scored_pairs.item_id = items.item_id
+    where items.is_available
+
+),
+
+ranked_pairs as (
+
+    select
+        *,
+        row_number() over (
+            partition by as_of_date, user_id
+            order by score desc, item_id asc
+        ) as rank
+
+    from eligible_pairs
+
+),
+
+final as (
+
+    select
+        as_of_date,
+        user_id,
+        item_id,
+        cast(score as {{ type_double() }}) as score,
+        cast(rank as {{ dbt.type_int() }}) as rank
+
+    from ranked_pairs
+    where rank <= {{ candidate_depth }}
+
+)
+
+select * from final

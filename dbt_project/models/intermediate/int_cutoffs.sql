@@ -1,0 +1,52 @@
+{#-
+    The three cutoffs of a run. Features and candidates of cutoff c only see events before c;
+    labels of c come from [c, label_end_date). The valid labels end at as_of and the train
+    labels end where the valid features start, so nothing of the serve window leaks into training.
+-#}
+{%- set label_days = positive_int_var('label_days') -%}
+
+with
+
+run_date as (
+
+    select {{ as_of_date() }} as as_of_date
+
+),
+
+cutoffs as (
+
+    select
+        as_of_date,
+        'serve' as role,
+        cast(null as date) as label_end_date
+    from run_date
+
+    union all
+
+    select
+        {{ add_days('as_of_date', -label_days) }} as as_of_date,
+        'valid' as role,
+        as_of_date as label_end_date
+    from run_date
+
+    union all
+
+    select
+        {{ add_days('as_of_date', -2 * label_days) }} as as_of_date,
+        'train' as role,
+        {{ add_days('as_of_date', -label_days) }} as label_end_date
+    from run_date
+
+),
+
+final as (
+
+    select
+        cast(as_of_date as date) as as_of_date,
+        cast(role as {{ dbt.type_string() }}) as role,
+        cast(label_end_date as date) as label_end_date
+    from cutoffs
+
+)
+
+select * from final

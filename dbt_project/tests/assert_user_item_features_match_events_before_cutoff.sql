@@ -1,0 +1,76 @@
+-- Point in time, end to end: recount each cutoff's user-item events straight from staging with
+-- c - history_days <= event_ts < c and compare with fct_user_item_features. An event at or
+-- after the cutoff leaking into a feature (or a pair missing or invented) makes the counts or
+-- the pairs differ. Fails with each disagreeing pair.
+{%- set history_days = positive_int_var('history_days') %}
+
+with
+
+cutoffs as (
+
+    select * from {{ ref('int_cutoffs') }}
+
+),
+
+events as (
+
+    select * from {{ ref('stg_shop__events') }}
+
+),
+
+items as (
+
+    select * from {{ ref('stg_shop__items') }}
+
+),
+
+user_item_features as (
+
+    select * from {{ ref('fct_user_item_features') }}
+
+),
+
+recounted as (
+
+    select
+        cutoffs.as_of_date,
+        events.user_id,
+        events.item_id,
+        count(*) as event_count,
+        max(events.event_ts) as last_event_ts
+
+    from cutoffs
+    cross join events
+    inner join items
+        on events.item_id = items.item_id
+    where
+        events.event_ts < {{ date_to_timestamp('cutoffs.as_of_date') }}
+        and events.event_ts
+        >= {{ date_to_timestamp(add_days('cutoffs.as_of_date', -history_days)) }}
+    group by cutoffs.as_of_date, events.user_id, events.item_id
+
+),
+
+final as (
+
+    select
+        coalesce(recounted.as_of_date, user_item_features.as_of_date) as as_of_date,
+        coalesce(recounted.user_id, user_item_features.user_id) as user_id,
+        coalesce(recounted.item_id, user_item_features.item_id) as item_id,
+        recounted.event_count as expected_event_count,
+        user_item_features.ui_event_count_history as actual_event_count,
+        recounted.last_event_ts as expected_last_event_ts
+
+    from recounted
+    full outer join user_item_features
+        on recounted.as_of_date = user_item_features.as_of_date
+        and recounted.user_id = user_item_features.user_id
+        and recounted.item_id = user_item_features.item_id
+    where
+        recounted.as_of_date is null
+        or user_item_features.as_of_date is null
+        or recounted.event_count <> user_item_features.ui_event_count_history
+
+)
+
+select * from final

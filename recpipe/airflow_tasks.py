@@ -1,0 +1,63 @@
+"""The glue between Airflow task bodies and recpipe stages.
+
+Stage errors that retrying cannot fix (a failed gate, a bad param) become
+``AirflowFailException`` so Airflow fails the task at once with a one-line reason instead of
+retrying; every failure is also written to ``pipeline_runs`` before it propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from recpipe.gates import GateFailed
+from recpipe.pipeline import ParamError, Run, mark_failed, resolve_run, start_run
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}"[:500]
+
+
+@contextlib.contextmanager
+def stage(run: dict[str, Any]) -> Iterator[Run]:
+    """Run one stage of ``run`` (the dict the first task returned)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    current = Run(**run)
+    try:
+        yield current
+    except (GateFailed, ParamError) as err:
+        mark_failed(current, _one_line(err))
+        raise AirflowFailException(str(err)) from err
+    except Exception as err:
+        mark_failed(current, _one_line(err))
+        raise
+
+
+def begin(params: dict[str, Any], logical_date, run_after, run_id: str) -> dict[str, Any]:
+    """Validate params, settle the as-of date and record the run; returns the run for XCom."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        run = resolve_run(dict(params or {}), logical_date, run_after, run_id)
+    except ParamError as err:
+        raise AirflowFailException(str(err)) from err
+    start_run(run)
+    return asdict(run)
+
+
+def fail_run(run: dict[str, Any]) -> None:
+    """Close ``run`` as failed in ``pipeline_runs`` and raise so the DAG run is failed too."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    current = Run(**run)
+    reason = mark_failed(current, None)
+    raise AirflowFailException(f"recpipe run for {current.as_of} failed: {reason}")
+
+
+def dbt_vars_template(task_id: str) -> dict[str, str]:
+    """dbt vars for the run, rendered by Airflow from the first task's XCom."""
+    return {"as_of": "{{ ti.xcom_pull(task_ids='" + task_id + "')['as_of'] }}"}

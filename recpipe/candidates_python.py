@@ -1,0 +1,340 @@
+"""Candidate sources that a Python library computes better than SQL.
+
+Both sources take the same inputs and return the same frame:
+
+inputs
+    interactions: one row per (user_id, item_id) with a positive float ``weight`` -- the caller's
+        aggregation of the events *before* the as-of date (e.g. view=1, cart=3, purchase=5).
+        Repeated (user_id, item_id) rows are summed. A weight that is not finite and > 0 raises
+        ValueError.
+    users: the users to produce candidates for (duplicates ignored). Users absent from the
+        interactions get no rows: the cold-start path lives elsewhere.
+    available_items: the items that may be returned (in stock, listed, ...). Items outside it
+        are never returned; items in it that never occur in ``interactions`` cannot be scored by
+        these collaborative sources and are not returned either.
+
+output
+    DataFrame with columns ``user_id`` and ``item_id`` (same dtypes as in ``interactions``),
+    ``score`` (float64, higher is better; unitless and only comparable within one source and
+    one run) and ``rank`` (int64, 1..n per user, contiguous, ordered by score descending then
+    item_id ascending). At most ``depth`` rows per user, no duplicate (user_id, item_id), rows
+    ordered by user_id then rank. Items the user already interacted with are *not* filtered:
+    repurchase is a strong signal in e-commerce.
+
+Determinism: identical inputs (in any row order) give identical outputs. Users and items are
+indexed in sorted order, ties are broken by item_id, and model fitting and scoring run with one
+native thread and one BLAS thread (threadpoolctl) so floating-point reductions are reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+__all__ = ["als_candidates", "item_knn_candidates"]
+
+OUTPUT_COLUMNS = ["user_id", "item_id", "score", "rank"]
+
+# Dense score blocks are scored this many cells at a time (float32: 64 MiB per block).
+_BLOCK_CELLS = 1 << 24
+
+
+# --------------------------------------------------------------------------------------------
+# Shared plumbing
+# --------------------------------------------------------------------------------------------
+
+
+class _Matrix:
+    """Sorted user/item vocabularies and the summed user x item weight matrix (CSR, float64)."""
+
+    def __init__(self, interactions: pd.DataFrame):
+        missing = {"user_id", "item_id", "weight"} - set(interactions.columns)
+        if missing:
+            raise ValueError(f"interactions is missing columns {sorted(missing)}")
+        weight = interactions["weight"].to_numpy(dtype=np.float64)
+        if not (np.isfinite(weight) & (weight > 0)).all():
+            raise ValueError("interactions.weight must be finite and > 0")
+        if interactions["user_id"].isna().any() or interactions["item_id"].isna().any():
+            raise ValueError("interactions.user_id / item_id must not be null")
+        self.users = pd.Index(pd.unique(interactions["user_id"])).sort_values()
+        self.items = pd.Index(pd.unique(interactions["item_id"])).sort_values()
+        rows = self.users.get_indexer(interactions["user_id"])
+        cols = self.items.get_indexer(interactions["item_id"])
+        matrix = sp.csr_matrix(
+            (weight, (rows, cols)), shape=(len(self.users), len(self.items)), dtype=np.float64
+        )
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        self.weights = matrix
+
+    def user_rows(self, users: Sequence[str]) -> np.ndarray:
+        """Sorted row positions of the requested users that have interactions."""
+        pos = self.users.get_indexer(pd.unique(pd.Series(list(users), dtype=self.users.dtype)))
+        return np.unique(pos[pos >= 0])
+
+    def item_cols(self, available_items: Sequence[str]) -> np.ndarray:
+        """Sorted column positions (= item_id order) of the available items that were seen."""
+        avail = pd.Series(list(available_items), dtype=self.items.dtype)
+        pos = self.items.get_indexer(pd.unique(avail))
+        return np.unique(pos[pos >= 0])
+
+
+def _empty(interactions: pd.DataFrame) -> pd.DataFrame:
+    def dtype(col: str):
+        return interactions[col].dtype if col in interactions.columns else "str"
+
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series([], dtype=dtype("user_id")),
+            "item_id": pd.Series([], dtype=dtype("item_id")),
+            "score": pd.Series([], dtype=np.float64),
+            "rank": pd.Series([], dtype=np.int64),
+        }
+    )
+
+
+def _check_depth(depth: int) -> None:
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+
+
+def _topk(scores: np.ndarray, depth: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the columns of the ``depth`` best scores: score descending, then column ascending.
+
+    Returns (columns, scores), both of shape (rows, min(depth, n_cols)). Cells scored <= ``floor``
+    are not wanted by the caller, so ties among them at the cut-off need no exact order.
+    Uses argpartition and falls back to a full stable sort only for rows whose cut-off score is
+    tied across the boundary (so the tie-break by column stays exact).
+    """
+    n_rows, n_cols = scores.shape
+    d = min(depth, n_cols)
+    if d == n_cols:
+        cols = np.argsort(-scores, axis=1, kind="stable")
+    else:
+        cols = np.argpartition(-scores, d - 1, axis=1)[:, :d]
+        vals = np.take_along_axis(scores, cols, axis=1)
+        cutoff = vals.min(axis=1)
+        tied = ((scores >= cutoff[:, None]).sum(axis=1) > d) & (cutoff > floor)
+        order = np.lexsort((cols, -vals), axis=1)
+        cols = np.take_along_axis(cols, order, axis=1)
+        if tied.any():
+            cols[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :d]
+    return cols, np.take_along_axis(scores, cols, axis=1)
+
+
+def _rank_blocks(
+    matrix: _Matrix,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    depth: int,
+    score_block,
+    floor: float = -np.inf,
+) -> pd.DataFrame:
+    """Score users ``rows`` against items ``cols`` block by block and keep the top ``depth``.
+
+    ``score_block(block_rows) -> ndarray (len(block_rows), len(cols))``. Cells scored <= floor
+    are dropped.
+    """
+    block = max(1, _BLOCK_CELLS // max(1, len(cols)))
+    user_pos, item_pos, score_out, rank_out = [], [], [], []
+    for start in range(0, len(rows), block):
+        block_rows = rows[start : start + block]
+        top_cols, top_scores = _topk(score_block(block_rows), depth, floor)
+        keep = top_scores > floor
+        user_pos.append(np.broadcast_to(block_rows[:, None], top_cols.shape)[keep])
+        item_pos.append(cols[top_cols[keep]])
+        score_out.append(top_scores[keep].astype(np.float64))
+        # keep is a prefix of each row (scores are sorted), so ranks stay contiguous
+        rank_out.append(np.broadcast_to(np.arange(1, top_cols.shape[1] + 1), top_cols.shape)[keep])
+    if not user_pos:
+        return pd.DataFrame(columns=OUTPUT_COLUMNS)
+    return pd.DataFrame(
+        {
+            "user_id": matrix.users.take(np.concatenate(user_pos)),
+            "item_id": matrix.items.take(np.concatenate(item_pos)),
+            "score": np.concatenate(score_out),
+            "rank": np.concatenate(rank_out).astype(np.int64),
+        }
+    )
+
+
+def _finish(result: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFrame:
+    if result.empty:
+        return _empty(interactions)
+    return result.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# ALS
+# --------------------------------------------------------------------------------------------
+
+
+def als_candidates(
+    interactions: pd.DataFrame,
+    users: Sequence[str],
+    available_items: Sequence[str],
+    *,
+    depth: int = 50,
+    factors: int = 64,
+    iterations: int = 15,
+    regularization: float = 0.05,
+    alpha: float = 10.0,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """Top-``depth`` items per user from implicit-feedback matrix factorisation (ALS).
+
+    Fits ``implicit``'s CPU AlternatingLeastSquares (Hu, Koren & Volinsky 2008) on the user x
+    item matrix of confidences ``c_ui = 1 + alpha * log1p(w_ui)`` where ``w_ui`` is the summed
+    weight of the pair (the log damps heavy users/items; unobserved pairs have confidence 1 and
+    preference 0 -- implicit treats the stored value as the full confidence ``c_ui``).
+    ``score`` is the dot product of the user and item factors (predicted preference, roughly in
+    [0, 1] but unbounded).
+
+    Parameters: see the module docstring for interactions/users/available_items and the output.
+    depth: maximum items per user (>= 1). factors, iterations, regularization: ALS
+    hyper-parameters (regularization is implicit's lambda, not scaled by counts). alpha:
+    confidence scale above. seed: random initialisation of the factors.
+    """
+    _check_depth(depth)
+    if interactions.empty:
+        return _empty(interactions)
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    matrix = _Matrix(interactions)
+    confidence = matrix.weights.copy()
+    confidence.data = 1.0 + alpha * np.log1p(confidence.data)
+    confidence = confidence.astype(np.float32)
+
+    rows = matrix.user_rows(users)
+    cols = matrix.item_cols(available_items)
+    if len(rows) == 0 or len(cols) == 0:
+        return _empty(interactions)
+
+    with threadpool_limits(limits=1):
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=1.0,  # confidence is built above
+            dtype=np.float32,
+            iterations=iterations,
+            calculate_training_loss=False,
+            num_threads=1,
+            random_state=seed,
+        )
+        model.fit(confidence, show_progress=False)
+        item_factors = np.ascontiguousarray(model.item_factors[cols])
+        user_factors = model.user_factors
+
+        def score_block(block_rows: np.ndarray) -> np.ndarray:
+            return user_factors[block_rows] @ item_factors.T
+
+        result = _rank_blocks(matrix, rows, cols, depth, score_block)
+    return _finish(result, interactions)
+
+
+# --------------------------------------------------------------------------------------------
+# Item kNN
+# --------------------------------------------------------------------------------------------
+
+
+def _item_similarity(weights: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
+    """Item x item cosine similarity, top ``neighbours`` per item row, self-similarity removed."""
+    from implicit.nearest_neighbours import ItemItemRecommender
+
+    # Cosine = dot product of L2-normalised item columns; this is what implicit's
+    # CosineRecommender does, but it hands a COO matrix to the kNN and warns about it.
+    norms = np.sqrt(np.asarray(weights.multiply(weights).sum(axis=0)).ravel())
+    normalised = sp.csr_matrix(weights @ sp.diags(1.0 / norms))
+    # +1 because every item is its own nearest neighbour (cosine 1), which we then drop.
+    model = ItemItemRecommender(K=neighbours + 1, num_threads=1)
+    model.fit(normalised, show_progress=False)
+    sim = sp.csr_matrix(model.similarity, dtype=np.float64)
+    sim.setdiag(0.0)
+    sim.eliminate_zeros()
+    sim.sort_indices()
+    # Rows can keep neighbours + 1 entries when another item ties with self at cosine 1: trim
+    # them to the best ``neighbours`` (similarity desc, item asc).
+    counts = np.diff(sim.indptr)
+    if (counts > neighbours).any():
+        sim = sim.tolil()
+        for r in np.flatnonzero(counts > neighbours):
+            idx, val = np.array(sim.rows[r]), np.array(sim.data[r])
+            keep = np.sort(idx[np.lexsort((idx, -val))[:neighbours]])
+            sim.rows[r] = list(keep)
+            sim.data[r] = [val[idx == c][0] for c in keep]
+        sim = sim.tocsr()
+    return sim
+
+
+def item_knn_candidates(
+    interactions: pd.DataFrame,
+    users: Sequence[str],
+    available_items: Sequence[str],
+    *,
+    depth: int = 50,
+    neighbours: int = 50,
+    recent_items: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Top-``depth`` items per user by item-item cosine similarity to the user's history.
+
+    Similarity: cosine between item columns of the user x item matrix of ``log1p(w_ui)``
+    (implicit's CosineRecommender), keeping the ``neighbours`` most similar items per item and
+    dropping self-similarity. Score of item j for user u: ``sum_i h_ui * sim(i, j)`` over the
+    user's seed items i, with ``h_ui = log1p(w_ui)``. An item the user already has is still
+    eligible, but only through its similarity to the user's *other* items (no automatic
+    self-boost; the repeat-purchase source covers that). Items with score <= 0 are not returned,
+    so a user may get fewer than ``depth`` rows.
+
+    recent_items: optional (user_id, item_id[, weight]) seeds, e.g. each user's last N items;
+        when given, the similarity is still learnt on all ``interactions`` but users are scored
+        from these seeds only (weight defaults to 1; seed items unseen in ``interactions`` are
+        ignored), and requested users without seeds get no rows.
+    Other parameters and the output: see the module docstring. neighbours: >= 1.
+    """
+    _check_depth(depth)
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be >= 1, got {neighbours}")
+    if interactions.empty:
+        return _empty(interactions)
+
+    matrix = _Matrix(interactions)
+    history = matrix.weights.copy()
+    history.data = np.log1p(history.data)
+
+    if recent_items is not None:
+        missing = {"user_id", "item_id"} - set(recent_items.columns)
+        if missing:
+            raise ValueError(f"recent_items is missing columns {sorted(missing)}")
+        seed_rows = matrix.users.get_indexer(recent_items["user_id"])
+        seed_cols = matrix.items.get_indexer(recent_items["item_id"])
+        seed_w = (
+            np.log1p(recent_items["weight"].to_numpy(dtype=np.float64))
+            if "weight" in recent_items.columns
+            else np.full(len(recent_items), np.log1p(1.0))
+        )
+        ok = (seed_rows >= 0) & (seed_cols >= 0) & (seed_w > 0)
+        seeds = sp.csr_matrix(
+            (seed_w[ok], (seed_rows[ok], seed_cols[ok])), shape=history.shape, dtype=np.float64
+        )
+        seeds.sum_duplicates()
+    else:
+        seeds = history
+
+    rows = matrix.user_rows(users)
+    rows = rows[np.diff(seeds.indptr)[rows] > 0]
+    cols = matrix.item_cols(available_items)
+    if len(rows) == 0 or len(cols) == 0:
+        return _empty(interactions)
+
+    with threadpool_limits(limits=1):
+        sim = _item_similarity(history, neighbours)[:, cols].tocsc()
+
+        def score_block(block_rows: np.ndarray) -> np.ndarray:
+            return (seeds[block_rows] @ sim).toarray()
+
+        result = _rank_blocks(matrix, rows, cols, depth, score_block, floor=0.0)
+    return _finish(result, interactions)

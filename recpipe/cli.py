@@ -1,0 +1,204 @@
+"""The ``recpipe`` command line (see SPEC.md): demo, generate, ingest, run, backfill, report.
+
+Exit code 0 on success; on failure a one-line reason on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from recpipe.settings import Settings, load_settings
+
+DEMO_SHOP = {"users": 4000, "items": 800, "days": 60, "seed": 7}
+EXAMPLE_QUERY = """select user_id, rank, item_id, round(score, 3) as score, sources
+from recpipe.recommendations_latest
+where user_id = (select min(user_id) from recpipe.recommendations_latest)
+order by rank;"""
+
+
+class CliError(RuntimeError):
+    """A failure to report in one line."""
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from err
+
+
+def _param(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in ("k", "retrain"):
+        raise argparse.ArgumentTypeError(
+            f"--param takes k=N or retrain=auto|always|never, got {text!r}"
+        )
+    if key == "k":
+        try:
+            return key, int(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"k must be an integer, got {value!r}") from err
+    return key, value
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
+    from recpipe.synthetic import generate_shop
+
+    summary = generate_shop(
+        Path(args.out),
+        users=args.users,
+        items=args.items,
+        days=args.days,
+        seed=args.seed,
+        fmt=args.format,
+    )
+    print(
+        f"wrote {summary.events:,} events, {summary.items:,} items, {summary.users:,} users "
+        f"({summary.start_date} .. {summary.end_date}) to {summary.out_dir}"
+    )
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
+    from recpipe.ingest import ingest_events, ingest_items, ingest_users
+    from recpipe.warehouse import session
+
+    with session(settings) as wh:
+        results = [ingest_items(wh, Path(args.items), quarantine=args.quarantine)]
+        if args.users:
+            results.append(ingest_users(wh, Path(args.users), quarantine=args.quarantine))
+        results.append(ingest_events(wh, Path(args.events), quarantine=args.quarantine))
+    for r in results:
+        print(
+            f"{r.table}: read {r.rows_read:,}, loaded {r.rows_loaded:,}, "
+            f"rejected {r.rows_rejected:,}, already present or duplicate "
+            f"{r.duplicates_skipped:,}  ({r.file})"
+        )
+
+
+def _run_one(settings: Settings, as_of: date, conf: dict):
+    from recpipe.airflow_runner import run_dag
+
+    outcome = run_dag(settings, as_of, conf)
+    if not outcome.ok:
+        raise CliError(
+            f"recpipe_daily for {as_of} ended {outcome.state}: "
+            f"{_failure_reason(settings, outcome.run_id, outcome.failed_tasks)}"
+        )
+    print(f"recpipe_daily for {as_of}: {outcome.state} (run {outcome.run_id})")
+    return outcome
+
+
+def _failure_reason(settings: Settings, run_id: str, failed: list[str]) -> str:
+    from recpipe.warehouse import session
+
+    try:
+        with session(settings) as wh:
+            rows = wh.query_df(
+                "select error from recpipe.pipeline_runs where run_id = @r", {"r": run_id}
+            )
+        if len(rows) and rows["error"].iloc[0]:
+            return str(rows["error"].iloc[0])
+    except Exception:  # noqa: BLE001 - the reason is a courtesy; the failure is reported anyway
+        pass
+    return f"failed tasks: {', '.join(failed) or 'unknown'}"
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
+    conf = dict(args.param or [])
+    conf["as_of"] = args.as_of.isoformat()
+    _run_one(settings, args.as_of, conf)
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> None:
+    if args.end < args.start:
+        raise CliError(f"--end {args.end} is before --start {args.start}")
+    day = args.start
+    while day <= args.end:
+        _run_one(settings, day, {"as_of": day.isoformat()})
+        day += timedelta(days=1)
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
+    from recpipe.report import write_report
+
+    path = write_report(settings, Path(args.out))
+    print(f"wrote {path}")
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from recpipe.demo import run_demo
+
+    run_demo(settings, **DEMO_SHOP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recpipe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("demo", help="generate a shop, ingest it, run the DAG, print the results")
+
+    gen = sub.add_parser("generate", help="write a synthetic shop in the input contract")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--users", type=int, default=5000)
+    gen.add_argument("--items", type=int, default=1000)
+    gen.add_argument("--days", type=int, default=60)
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+
+    ing = sub.add_parser("ingest", help="load input files into the raw tables")
+    ing.add_argument("--events", required=True)
+    ing.add_argument("--items", required=True)
+    ing.add_argument("--users")
+    ing.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="load good rows and keep bad rows in raw.rejected_* with the reason",
+    )
+
+    run = sub.add_parser("run", help="run recpipe_daily for one date through Airflow")
+    run.add_argument("--as-of", required=True, type=_date)
+    run.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE")
+
+    back = sub.add_parser("backfill", help="run recpipe_daily for a range of dates, in order")
+    back.add_argument("--start", required=True, type=_date)
+    back.add_argument("--end", required=True, type=_date)
+
+    rep = sub.add_parser("report", help="write an HTML report of runs, gates and metrics")
+    rep.add_argument("--out", default="recpipe_report.html")
+    return parser
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "generate": cmd_generate,
+    "ingest": cmd_ingest,
+    "run": cmd_run,
+    "backfill": cmd_backfill,
+    "report": cmd_report,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        settings = load_settings()
+        COMMANDS[args.command](args, settings)
+    except KeyboardInterrupt:
+        print("recpipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's promise: one line, non-zero exit
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"recpipe {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    if args.command != "demo":
+        print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

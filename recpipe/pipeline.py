@@ -1,0 +1,462 @@
+"""The stages of one ``recpipe_daily`` run for as-of date D, one function per DAG task.
+
+Each function takes the run (date, id, params), opens the warehouse for its own unit of work
+and writes one thing. Nothing here reads the wall clock for a computation: timestamps written
+(``started_at``, ``trained_at``) are bookkeeping only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from recpipe import ranker
+from recpipe.evaluation import candidate_recall, evaluate
+from recpipe.gates import GateFailed, enforce, judge
+from recpipe.quality import feature_checks, output_checks, raw_checks
+from recpipe.settings import Settings, load_settings
+from recpipe.tables import PUBLISHED, ensure_tables
+from recpipe.warehouse import Warehouse, session
+
+EVAL_K = 10
+RETRAIN_MODES = ("auto", "always", "never")
+MAX_K = 200
+AUTO_RETRAIN_DAYS = 7
+EVENT_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class ParamError(ValueError):
+    """A run parameter is invalid; the run stops before touching the warehouse."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One DAG run: the as-of date D and its validated params (JSON-serialisable via asdict)."""
+
+    as_of: str
+    run_id: str
+    k: int
+    retrain: str
+
+    @property
+    def as_of_date(self) -> date:
+        return date.fromisoformat(self.as_of)
+
+    @property
+    def run_date(self) -> date:
+        return self.as_of_date
+
+
+def resolve_run(
+    params: dict[str, Any], logical_date: datetime | None, run_after: datetime | None, run_id: str
+) -> Run:
+    """Validate DAG params and decide the as-of date.
+
+    ``as_of`` param when given; else the logical date (scheduled runs and backfills: the run of
+    day D uses events before D); else, for manual runs, the day the run was requested.
+    """
+    raw_as_of = params.get("as_of")
+    if raw_as_of not in (None, ""):
+        text = str(raw_as_of)
+        if not _DATE.match(text):
+            raise ParamError(f"as_of must be a date YYYY-MM-DD, got {text[:40]!r}")
+        try:
+            as_of = date.fromisoformat(text)
+        except ValueError as err:
+            raise ParamError(f"as_of is not a valid date: {text!r}") from err
+    elif logical_date is not None:
+        as_of = logical_date.astimezone(UTC).date()
+    elif run_after is not None:
+        as_of = run_after.astimezone(UTC).date()
+    else:
+        raise ParamError("cannot tell the as-of date: no as_of param and no logical date")
+    k = params.get("k", 20)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ParamError(f"k must be an integer between 1 and {MAX_K}, got {str(k)[:40]!r}")
+    retrain = params.get("retrain", "auto")
+    if retrain not in RETRAIN_MODES:
+        raise ParamError(
+            f"retrain must be one of {', '.join(RETRAIN_MODES)}, got {str(retrain)[:40]!r}"
+        )
+    return Run(as_of=as_of.isoformat(), run_id=str(run_id), k=k, retrain=retrain)
+
+
+def _now() -> datetime:
+    """Wall-clock time for bookkeeping columns only."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _cutoffs(wh: Warehouse) -> dict[str, date]:
+    frame = wh.query_df("select role, as_of_date from intermediate.int_cutoffs")
+    return {
+        r: pd.Timestamp(d).date() for r, d in zip(frame["role"], frame["as_of_date"], strict=True)
+    }
+
+
+def start_run(run: Run, settings: Settings | None = None) -> None:
+    """Create recpipe's tables if needed and record the run as running."""
+    settings = settings or load_settings()
+    with session(settings) as wh:
+        ensure_tables(wh)
+        table = wh.table(PUBLISHED, "pipeline_runs")
+        with wh.transaction():
+            wh.execute(f"delete from {table} where run_id = @run_id", {"run_id": run.run_id})
+            wh.execute(
+                f"insert into {table} (run_date, run_id, status, started_at, params) "
+                "values (@run_date, @run_id, 'running', @started_at, @params)",
+                {
+                    "run_date": run.run_date,
+                    "run_id": run.run_id,
+                    "started_at": _now(),
+                    "params": json.dumps(asdict(run)),
+                },
+            )
+
+
+def check_raw(run: Run, settings: Settings | None = None) -> None:
+    with session(settings or load_settings()) as wh:
+        enforce(wh, run.run_date, run.run_id, raw_checks(wh, run.as_of_date))
+
+
+def check_features(run: Run, settings: Settings | None = None) -> None:
+    with session(settings or load_settings()) as wh:
+        enforce(wh, run.run_date, run.run_id, feature_checks(wh, run.as_of_date))
+
+
+def generate_python_candidates(run: Run, settings: Settings | None = None) -> int:
+    """Implicit-ALS candidates for every cutoff of the run into ``candidates.cand_als``."""
+    from recpipe.candidates_python import als_candidates
+
+    settings = settings or load_settings()
+    weight = (
+        "case event_type "
+        + " ".join(f"when '{t}' then {w}" for t, w in EVENT_WEIGHTS.items())
+        + " else 1.0 end"
+    )
+    frames = []
+    with session(settings) as wh:
+        for cutoff in sorted(_cutoffs(wh).values()):
+            params = {"cutoff": cutoff, "start": cutoff - timedelta(days=settings.active_days * 2)}
+            interactions = wh.query_df(
+                f"""select user_id, item_id, sum({weight}) as weight
+                    from staging.stg_shop__events
+                    where event_ts < @cutoff and event_ts >= @start
+                      and item_id in (select item_id from staging.stg_shop__items)
+                    group by user_id, item_id""",
+                params,
+            )
+            users = wh.query_df(
+                "select user_id from intermediate.int_active_users where as_of_date = @cutoff "
+                "order by user_id",
+                params,
+            )["user_id"]
+            items = wh.query_df(
+                "select item_id from staging.stg_shop__items where is_available order by item_id"
+            )["item_id"]
+            found = als_candidates(
+                interactions,
+                users.tolist(),
+                items.tolist(),
+                depth=settings.candidate_depth,
+                seed=settings.seed,
+            )
+            found.insert(0, "as_of_date", cutoff)
+            frames.append(found)
+        result = pd.concat(frames, ignore_index=True)
+        result["as_of_date"] = pd.to_datetime(result["as_of_date"]).dt.date
+        wh.write_df(result, "candidates", "cand_als")
+    return len(result)
+
+
+def _truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
+    """Relevant items of the window after ``cutoff``: purchases, or any event if none bought."""
+    labels = wh.query_df(
+        "select user_id, item_id, purchased from intermediate.int_labels "
+        "where as_of_date = @cutoff",
+        {"cutoff": cutoff},
+    )
+    if labels["purchased"].any():
+        labels = labels[labels["purchased"]]
+    return labels[["user_id", "item_id"]]
+
+
+def check_candidates(run: Run, settings: Settings | None = None) -> None:
+    """User coverage at D and union recall of the candidate sources on the validation window."""
+    with session(settings or load_settings()) as wh:
+        cutoffs = _cutoffs(wh)
+        coverage = wh.query_df(
+            f"""
+            with per_user as (
+                select user_id, count(distinct item_id) as n
+                from ({
+                " union all ".join(
+                    f"select user_id, item_id from candidates.cand_{s} where as_of_date = @as_of"
+                    for s in ranker.SOURCES
+                )
+            }) u
+                group by user_id
+            )
+            select count(*) as active,
+                   sum(case when p.n >= @k then 1 else 0 end) as covered
+            from intermediate.int_active_users a
+            left join per_user p on p.user_id = a.user_id
+            where a.as_of_date = @as_of
+            """,
+            {"as_of": run.as_of_date, "k": run.k},
+        ).iloc[0]
+        active = float(coverage["active"])
+        results = [
+            judge(
+                "candidates",
+                "user_coverage",
+                float(coverage["covered"] or 0) / active if active else float("nan"),
+                f"active users with >= {run.k} candidates",
+            )
+        ]
+        valid = cutoffs["valid"]
+        truth = _truth(wh, valid)
+        per_source = {}
+        union = []
+        for source in ranker.SOURCES:
+            found = wh.query_df(
+                f"select user_id, item_id from candidates.cand_{source} where as_of_date = @c",
+                {"c": valid},
+            )
+            union.append(found)
+            per_source[source] = candidate_recall(found, truth) if len(truth) else math.nan
+        recall = (
+            candidate_recall(pd.concat(union).drop_duplicates(), truth) if len(truth) else math.nan
+        )
+        detail = ", ".join(f"{s}={v:.3f}" for s, v in per_source.items())
+        results.append(
+            judge(
+                "candidates",
+                "union_recall_valid",
+                recall,
+                f"window from {valid}; per source: {detail}",
+            )
+        )
+        enforce(wh, run.run_date, run.run_id, results)
+
+
+def _evaluate_on_valid(
+    wh: Warehouse, booster, features: list[str], valid: date
+) -> tuple[dict, dict]:
+    """Ranker and popularity baseline metrics at EVAL_K on the validation window."""
+    truth = _truth(wh, valid)
+    frame = ranker.candidate_frame(wh, valid, with_labels=False)
+    recommended = ranker.rank_candidates(frame, booster, features, EVAL_K)
+    users = recommended["user_id"].unique()
+    truth = truth[truth["user_id"].isin(users)]
+    items = int(wh.query_df("select count(*) as n from staging.stg_shop__items")["n"].iloc[0])
+    popularity = wh.query_df(
+        "select user_id, item_id, rank from candidates.cand_popularity "
+        "where as_of_date = @c and rank <= @k",
+        {"c": valid, "k": EVAL_K},
+    )
+    metrics = evaluate(recommended, truth, EVAL_K, catalog_size=items)
+    baseline = {"popularity": evaluate(popularity, truth, EVAL_K, catalog_size=items)}
+    return metrics, baseline
+
+
+def _registry_champion(wh: Warehouse, as_of: date, since: date | None) -> pd.Series | None:
+    """Newest champion trained for a date in (since, as_of]: point in time, never from later."""
+    rows = wh.query_df(
+        f"""select * from {wh.table(PUBLISHED, "model_registry")}
+            where status = 'champion' and as_of_date <= @as_of
+              and (@since is null or as_of_date > @since)
+            order by as_of_date desc, trained_at desc limit 1""",
+        {"as_of": as_of, "since": since},
+    )
+    return None if rows.empty else rows.iloc[0]
+
+
+def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
+    """Train a LightGBM ranker (or reuse the champion, per ``retrain``) and evaluate it.
+
+    Training uses the 'train' cutoff (labels end at the 'valid' cutoff, before D); metrics
+    come from the 'valid' window, which the model never saw. Returns the model version.
+    """
+    settings = settings or load_settings()
+    with session(settings) as wh:
+        ensure_tables(wh)
+        as_of = run.as_of_date
+        if run.retrain != "always":
+            since = None if run.retrain == "never" else as_of - timedelta(days=AUTO_RETRAIN_DAYS)
+            champion = _registry_champion(wh, as_of, since)
+            if champion is not None:
+                return str(champion["model_version"])
+            if run.retrain == "never":
+                raise GateFailed(f"retrain=never but no champion model exists for {as_of}")
+        cutoffs = _cutoffs(wh)
+        params = ranker.RankerParams(seed=settings.seed)
+        trained = ranker.train(
+            ranker.candidate_frame(wh, cutoffs["train"], with_labels=True), params
+        )
+        version = f"lgbm-{as_of:%Y%m%d}-{trained.version_hash}"
+        path = ranker.save(trained, settings.models_dir, version)
+        metrics, baselines = _evaluate_on_valid(
+            wh, trained.booster, trained.features, cutoffs["valid"]
+        )
+        metrics["early_stopping_ndcg@10"] = trained.early_stopping_ndcg
+        metrics["best_iteration"] = trained.best_iteration
+        metrics["train_users"] = trained.train_users
+        registry = wh.table(PUBLISHED, "model_registry")
+        row = {
+            "model_version": version,
+            "trained_at": _now(),
+            "as_of_date": as_of,
+            "train_cutoff": cutoffs["train"],
+            "train_label_end": cutoffs["valid"],
+            "valid_cutoff": cutoffs["valid"],
+            "valid_label_end": as_of,
+            "params": json.dumps(asdict(params)),
+            "features": json.dumps(trained.features),
+            "feature_importance": json.dumps(trained.importance),
+            "validation_metrics": json.dumps(metrics),
+            "baseline_metrics": json.dumps(baselines),
+            "status": "challenger",
+            "artifact_path": str(path),
+        }
+        with wh.transaction():
+            wh.execute(f"delete from {registry} where model_version = @v", {"v": version})
+            wh.execute(
+                f"insert into {registry} ({', '.join(row)}) "
+                f"values ({', '.join('@' + c for c in row)})",
+                row,
+            )
+    return version
+
+
+def _model_row(wh: Warehouse, version: str) -> pd.Series:
+    rows = wh.query_df(
+        f"select * from {wh.table(PUBLISHED, 'model_registry')} where model_version = @v",
+        {"v": version},
+    )
+    if rows.empty:
+        raise GateFailed(f"model {version} is not in the model registry")
+    return rows.iloc[0]
+
+
+def check_model(run: Run, version: str, settings: Settings | None = None) -> None:
+    """The model must beat the popularity baseline on the validation window of D.
+
+    A newly trained model that passes becomes the champion; one that fails is rejected.
+    A reused champion is re-evaluated on this run's window.
+    """
+    settings = settings or load_settings()
+    with session(settings) as wh:
+        row = _model_row(wh, version)
+        if pd.Timestamp(row["as_of_date"]).date() == run.as_of_date:
+            metrics = json.loads(row["validation_metrics"])
+            baselines = json.loads(row["baseline_metrics"])
+        else:
+            booster, features = ranker.load(settings.models_dir / f"{version}.txt")
+            metrics, baselines = _evaluate_on_valid(wh, booster, features, _cutoffs(wh)["valid"])
+        ndcg, base = metrics[f"ndcg@{EVAL_K}"], baselines["popularity"][f"ndcg@{EVAL_K}"]
+        lift = ndcg / base if base else (math.inf if ndcg > 0 else math.nan)
+        results = [
+            judge("model", "validation_users", metrics.get("users", 0)),
+            judge(
+                "model",
+                "ndcg_lift_over_popularity",
+                lift,
+                f"{version}: ndcg@{EVAL_K} {ndcg:.4f} vs popularity {base:.4f}",
+            ),
+        ]
+        try:
+            enforce(wh, run.run_date, run.run_id, results)
+        except GateFailed:
+            _set_status(wh, version, "rejected", only_if="challenger")
+            raise
+        _set_status(wh, version, "champion", only_if="challenger")
+
+
+def _set_status(wh: Warehouse, version: str, status: str, only_if: str) -> None:
+    wh.execute(
+        f"update {wh.table(PUBLISHED, 'model_registry')} set status = @status "
+        "where model_version = @v and status = @only_if",
+        {"status": status, "v": version, "only_if": only_if},
+    )
+
+
+def stage_table(run: Run) -> tuple[str, str]:
+    return "work", f"recommendations_stage_{run.as_of_date:%Y%m%d}"
+
+
+def score_candidates(run: Run, version: str, settings: Settings | None = None) -> int:
+    """Rank D's candidates with the model and write the top K per user to a staging table."""
+    settings = settings or load_settings()
+    booster, features = ranker.load(settings.models_dir / f"{version}.txt")
+    with session(settings) as wh:
+        frame = ranker.candidate_frame(wh, run.as_of_date, with_labels=False)
+        top = ranker.rank_candidates(frame, booster, features, run.k)
+        top.insert(0, "run_date", run.as_of_date)
+        top["model_version"] = version
+        top = top[["run_date", "user_id", "rank", "item_id", "score", "model_version", "sources"]]
+        top["rank"] = top["rank"].astype("int32")
+        wh.write_df(top, *stage_table(run))
+    return len(top)
+
+
+def check_output(run: Run, settings: Settings | None = None) -> None:
+    with session(settings or load_settings()) as wh:
+        staged = wh.table(*stage_table(run))
+        enforce(wh, run.run_date, run.run_id, output_checks(wh, staged, run.as_of_date, run.k))
+
+
+def publish_recommendations(run: Run, settings: Settings | None = None) -> int:
+    """Swap the audited staging rows in as D's partition, atomically, and close the run."""
+    with session(settings or load_settings()) as wh:
+        staged = wh.table(*stage_table(run))
+        recs = wh.table(PUBLISHED, "recommendations")
+        stats = wh.query_df(
+            f"select count(*) as n, count(distinct user_id) as users, "
+            f"min(model_version) as version from {staged}"
+        ).iloc[0]
+        with wh.transaction():
+            wh.execute(f"delete from {recs} where run_date = @d", {"d": run.run_date})
+            wh.execute(
+                f"insert into {recs} select run_date, user_id, rank, item_id, score, "
+                f"model_version, sources from {staged} order by user_id, rank"
+            )
+            wh.execute(
+                f"update {wh.table(PUBLISHED, 'pipeline_runs')} set status = 'success', "
+                "finished_at = @now, model_version = @v, users = @users, rows = @n, "
+                "error = null where run_id = @run_id",
+                {
+                    "now": _now(),
+                    "v": stats["version"],
+                    "users": int(stats["users"]),
+                    "n": int(stats["n"]),
+                    "run_id": run.run_id,
+                },
+            )
+        wh.execute(f"drop table if exists {staged}")
+        return int(stats["n"])
+
+
+def mark_failed(run: Run, reason: str | None, settings: Settings | None = None) -> str:
+    """Record a failed run (keeping an earlier, more precise reason when ``reason`` is None).
+
+    Published recommendations are left exactly as they were. Returns the recorded reason.
+    """
+    with session(settings or load_settings()) as wh:
+        ensure_tables(wh)
+        table = wh.table(PUBLISHED, "pipeline_runs")
+        wh.execute(
+            f"update {table} set status = 'failed', finished_at = @now, "
+            "error = coalesce(@reason, error, 'a task failed') where run_id = @run_id",
+            {"now": _now(), "reason": reason[:1000] if reason else None, "run_id": run.run_id},
+        )
+        found = wh.query_df(
+            f"select error from {table} where run_id = @run_id", {"run_id": run.run_id}
+        )
+        return str(found["error"].iloc[0]) if len(found) else (reason or "unknown")

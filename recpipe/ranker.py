@@ -1,0 +1,240 @@
+"""Second stage: assemble candidates with their features, train and apply a LightGBM ranker.
+
+One row per (cutoff, user, candidate item). Features are every numeric column of the dbt
+feature tables (user, item, user×item, all point in time at the cutoff) plus each candidate
+source's score and rank; the label is the graded relevance of the item in the window after the
+cutoff (3 purchase, 2 cart, 1 view, 0 none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from recpipe.warehouse import Warehouse
+
+SQL_SOURCES = ("popularity", "repurchase", "covisitation")
+PYTHON_SOURCES = ("als",)
+SOURCES = SQL_SOURCES + PYTHON_SOURCES
+KEY_COLUMNS = ("user_id", "item_id")
+NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased")
+FEATURE_TABLES = {  # table -> join keys
+    "fct_user_features": ("user_id",),
+    "fct_item_features": ("item_id",),
+    "fct_user_item_features": ("user_id", "item_id"),
+}
+
+
+@dataclass(frozen=True)
+class RankerParams:
+    """LightGBM lambdarank settings; deterministic for a given seed and thread count."""
+
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 20
+    n_estimators: int = 400
+    early_stopping_rounds: int = 40
+    feature_fraction: float = 0.8
+    max_negatives_per_user: int = 50
+    validation_user_share: float = 0.2
+    eval_at: int = 10
+    num_threads: int = 2
+    seed: int = 42
+
+    def lgbm_params(self) -> dict:
+        return {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [self.eval_at],
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "feature_fraction_seed": self.seed,
+            "bagging_seed": self.seed,
+            "data_random_seed": self.seed,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
+
+
+@dataclass
+class TrainedRanker:
+    booster: lgb.Booster
+    features: list[str]
+    best_iteration: int
+    train_users: int
+    train_rows: int
+    early_stopping_ndcg: float
+    importance: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_text(self) -> str:
+        return self.booster.model_to_string(num_iteration=self.best_iteration)
+
+    @property
+    def version_hash(self) -> str:
+        return hashlib.sha256(self.model_text.encode()).hexdigest()[:12]
+
+
+def candidate_frame(wh: Warehouse, cutoff: date, *, with_labels: bool) -> pd.DataFrame:
+    """All candidates of every source at ``cutoff`` with their features (and labels)."""
+    unions = " union all ".join(
+        f"select user_id, item_id, '{source}' as source, score, rank "
+        f"from candidates.cand_{source} where as_of_date = @cutoff"
+        for source in SOURCES
+    )
+    pivots = ",\n".join(
+        f"max(case when source = '{s}' then score end) as cand_{s}_score, "
+        f"min(case when source = '{s}' then rank end) as cand_{s}_rank"
+        for s in SOURCES
+    )
+    selects, joins = ["c.*"], []
+    for alias, (table, keys) in enumerate(FEATURE_TABLES.items()):
+        columns = [col for col in wh.columns("features", table) if col not in NON_FEATURES]
+        selects += [f"f{alias}.{col}" for col in columns]
+        on = " and ".join(f"f{alias}.{key} = c.{key}" for key in keys)
+        joins.append(
+            f"left join features.{table} f{alias} on f{alias}.as_of_date = @cutoff and {on}"
+        )
+    if with_labels:
+        selects += ["coalesce(l.label, 0) as label", "coalesce(l.purchased, false) as purchased"]
+        joins.append(
+            "left join intermediate.int_labels l on l.as_of_date = @cutoff "
+            "and l.user_id = c.user_id and l.item_id = c.item_id"
+        )
+    sql = f"""
+        with unioned as ({unions}),
+        candidates as (
+            select user_id, item_id, {pivots},
+                   count(*) as cand_n_sources,
+                   string_agg(source, ',' order by source) as sources
+            from unioned
+            group by user_id, item_id
+        )
+        select {", ".join(selects)}
+        from candidates c
+        {" ".join(joins)}
+        order by c.user_id, c.item_id
+    """
+    frame = wh.query_df(sql, {"cutoff": cutoff})
+    for column in frame.columns:
+        if column not in NON_FEATURES and frame[column].dtype == object:
+            frame[column] = pd.to_numeric(frame[column])
+    return frame
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in NON_FEATURES]
+
+
+def _stable_fraction(values: pd.Series, salt: str) -> np.ndarray:
+    """A deterministic pseudo-random number in [0, 1) per value, independent of row order."""
+    hashed = pd.util.hash_pandas_object(values.astype(str) + salt, index=False).to_numpy()
+    return (hashed % np.uint64(1_000_000)).astype(np.float64) / 1_000_000
+
+
+def sample_training_rows(frame: pd.DataFrame, params: RankerParams) -> pd.DataFrame:
+    """Keep users with a positive; all their positives and at most N random negatives."""
+    positive_users = frame.loc[frame["label"] > 0, "user_id"].unique()
+    frame = frame[frame["user_id"].isin(positive_users)].copy()
+    frame["_draw"] = _stable_fraction(frame["user_id"] + "|" + frame["item_id"], str(params.seed))
+    negatives = frame[frame["label"] == 0].sort_values(["user_id", "_draw"])
+    negatives = negatives.groupby("user_id", sort=False).head(params.max_negatives_per_user)
+    sampled = pd.concat([frame[frame["label"] > 0], negatives])
+    return sampled.drop(columns="_draw").sort_values(["user_id", "item_id"]).reset_index(drop=True)
+
+
+def train(frame: pd.DataFrame, params: RankerParams) -> TrainedRanker:
+    """Fit lambdarank on the labelled candidates, early stopping on a held-out share of users."""
+    rows = sample_training_rows(frame, params)
+    if rows.empty:
+        raise ValueError("no training user has a positive label among the candidates")
+    features = feature_columns(rows)
+    users = pd.Series(rows["user_id"].unique())
+    is_valid_user = _stable_fraction(users, "valid") < params.validation_user_share
+    valid_users = set(users[is_valid_user])
+    if not valid_users or len(valid_users) == len(users):
+        valid_users = set(users.iloc[: max(1, len(users) // 5)])
+    in_valid = rows["user_id"].isin(valid_users)
+    train_rows, valid_rows = rows[~in_valid], rows[in_valid]
+
+    def dataset(part: pd.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        groups = part.groupby("user_id", sort=False).size().to_numpy()
+        return lgb.Dataset(
+            part[features],
+            label=part["label"],
+            group=groups,
+            reference=reference,
+            free_raw_data=False,
+        )
+
+    train_set = dataset(train_rows)
+    valid_set = dataset(valid_rows, train_set)
+    booster = lgb.train(
+        params.lgbm_params(),
+        train_set,
+        num_boost_round=params.n_estimators,
+        valid_sets=[valid_set],
+        valid_names=["valid_users"],
+        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    gains = booster.feature_importance(importance_type="gain", iteration=best)
+    total = float(gains.sum()) or 1.0
+    importance = {f: round(float(g) / total, 6) for f, g in zip(features, gains, strict=True)}
+    score = booster.best_score.get("valid_users", {}).get(f"ndcg@{params.eval_at}", float("nan"))
+    return TrainedRanker(
+        booster,
+        features,
+        best,
+        len(users),
+        len(rows),
+        float(score),
+        dict(sorted(importance.items(), key=lambda kv: -kv[1])),
+    )
+
+
+def save(ranker: TrainedRanker, directory: Path, version: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{version}.txt"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(ranker.model_text)
+    tmp.replace(path)  # atomic: a reader never sees half a model
+    (directory / f"{version}.features.json").write_text(json.dumps(ranker.features))
+    return path
+
+
+def load(path: Path) -> tuple[lgb.Booster, list[str]]:
+    """Load a saved model; a missing or corrupt artifact raises a clear error."""
+    if not path.exists():
+        raise FileNotFoundError(f"model artifact {path} is missing")
+    try:
+        booster = lgb.Booster(model_str=path.read_text())
+    except lgb.basic.LightGBMError as err:
+        raise ValueError(f"model artifact {path} is corrupt: {err}") from err
+    return booster, booster.feature_name()
+
+
+def rank_candidates(
+    frame: pd.DataFrame, booster: lgb.Booster, features: list[str], k: int
+) -> pd.DataFrame:
+    """Score candidates and keep the top ``k`` per user: score desc, then item_id (ties)."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise ValueError(f"candidate frame lacks model features: {', '.join(missing[:5])}")
+    scored = frame[["user_id", "item_id", "sources"]].copy()
+    scored["score"] = booster.predict(frame[features], num_threads=1) if len(frame) else []
+    scored = scored.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
+    scored["rank"] = scored.groupby("user_id", sort=False).cumcount() + 1
+    return scored[scored["rank"] <= k].reset_index(drop=True)

@@ -1,0 +1,103 @@
+"""One typed settings object, built from environment variables.
+
+Nothing else in recpipe reads the environment for configuration: paths, the warehouse choice and
+BigQuery coordinates all come from here. Credentials are never held here (BigQuery uses
+Application Default Credentials or the Airflow connection), so printing settings is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DAGS_DIR = REPO_ROOT / "dags"
+PLUGINS_DIR = REPO_ROOT / "plugins"
+
+WAREHOUSES = ("duckdb", "bigquery")
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (the venv need not be on PATH)."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run-time configuration of recpipe.
+
+    home: working directory for the DuckDB file, model artifacts and the local Airflow home.
+    warehouse: ``duckdb`` (embedded default) or ``bigquery``.
+    active_days: users with an event in this many days before the as-of date get recommendations.
+    label_days: length of the label window used to train and to validate the ranker.
+    """
+
+    home: Path
+    warehouse: str = "duckdb"
+    active_days: int = 90
+    label_days: int = 7
+    candidate_depth: int = 50
+    default_k: int = 20
+    seed: int = 42
+    bq_project: str | None = None
+    bq_location: str = "US"
+    bq_dataset_prefix: str = ""
+    bq_api_endpoint: str | None = field(default=None, repr=False)
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment variables read by dbt_project/profiles.yml."""
+        env = {
+            "RECPIPE_DUCKDB_PATH": str(self.duckdb_path),
+            "RECPIPE_DBT_TARGET": self.warehouse,
+        }
+        if self.bq_project:
+            env["RECPIPE_BQ_PROJECT"] = self.bq_project
+        env["RECPIPE_BQ_LOCATION"] = self.bq_location
+        return env
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from err
+
+
+def load_settings() -> Settings:
+    """Build Settings from the environment (``RECPIPE_*`` variables)."""
+    warehouse = os.environ.get("RECPIPE_WAREHOUSE", "duckdb").strip().lower()
+    if warehouse not in WAREHOUSES:
+        raise ValueError(f"RECPIPE_WAREHOUSE must be one of {WAREHOUSES}, got {warehouse!r}")
+    home = Path(os.environ.get("RECPIPE_HOME", ".recpipe")).resolve()
+    return Settings(
+        home=home,
+        warehouse=warehouse,
+        active_days=_int_env("RECPIPE_ACTIVE_DAYS", 90),
+        label_days=_int_env("RECPIPE_LABEL_DAYS", 7),
+        candidate_depth=_int_env("RECPIPE_CANDIDATE_DEPTH", 50),
+        seed=_int_env("RECPIPE_SEED", 42),
+        bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,
+        bq_location=os.environ.get("RECPIPE_BQ_LOCATION", "US"),
+        bq_dataset_prefix=os.environ.get("RECPIPE_BQ_DATASET_PREFIX", ""),
+        bq_api_endpoint=os.environ.get("RECPIPE_BQ_API_ENDPOINT") or None,
+    )

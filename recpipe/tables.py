@@ -1,0 +1,77 @@
+"""Names and DDL of the tables recpipe owns (raw inputs, work tables, published outputs)."""
+
+from __future__ import annotations
+
+from recpipe.warehouse import Warehouse
+
+RAW = "raw"
+WORK = "work"
+PUBLISHED = "recpipe"
+
+EVENT_TYPES = ("view", "add_to_cart", "purchase")
+
+# Column order of the input contract (SPEC.md).
+EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "session_id", "quantity", "price")
+ITEM_COLUMNS = ("item_id", "category", "brand", "price", "is_available")
+USER_COLUMNS = ("user_id", "signup_ts", "segment")
+
+RECOMMENDATION_COLUMNS = (
+    "run_date",
+    "user_id",
+    "rank",
+    "item_id",
+    "score",
+    "model_version",
+    "sources",
+)
+
+_DDL = {
+    (RAW, "events"): """
+        event_id varchar not null, user_id varchar not null, item_id varchar not null,
+        event_type varchar not null, event_ts timestamp not null, session_id varchar,
+        quantity integer not null, price double, loaded_at timestamp, source_file varchar""",
+    (RAW, "items"): """
+        item_id varchar not null, category varchar, brand varchar, price double,
+        is_available boolean not null, loaded_at timestamp""",
+    (RAW, "users"): """
+        user_id varchar not null, signup_ts timestamp, segment varchar, loaded_at timestamp""",
+    (RAW, "rejected_events"): """
+        source_file varchar, row_number bigint, reason varchar, user_id varchar, item_id varchar,
+        event_type varchar, event_ts varchar, session_id varchar, quantity varchar,
+        price varchar, rejected_at timestamp""",
+    (RAW, "rejected_items"): """
+        source_file varchar, row_number bigint, reason varchar, item_id varchar,
+        category varchar, brand varchar, price varchar, is_available varchar,
+        rejected_at timestamp""",
+    (PUBLISHED, "recommendations"): """
+        run_date date not null, user_id varchar not null, rank integer not null,
+        item_id varchar not null, score double not null, model_version varchar not null,
+        sources varchar not null""",
+    (PUBLISHED, "pipeline_runs"): """
+        run_date date not null, run_id varchar not null, status varchar not null,
+        started_at timestamp, finished_at timestamp, model_version varchar, users bigint,
+        rows bigint, params varchar, error varchar""",
+    (PUBLISHED, "dq_results"): """
+        run_date date not null, run_id varchar not null, stage varchar not null,
+        check_name varchar not null, status varchar not null, observed double,
+        threshold double, details varchar, checked_at timestamp""",
+    (PUBLISHED, "model_registry"): """
+        model_version varchar not null, trained_at timestamp, as_of_date date,
+        train_cutoff date, train_label_end date, valid_cutoff date, valid_label_end date,
+        params varchar, features varchar, feature_importance varchar,
+        validation_metrics varchar, baseline_metrics varchar, status varchar not null,
+        artifact_path varchar""",
+}
+
+
+def ensure_tables(wh: Warehouse) -> None:
+    """Create recpipe's own schemas, tables and the ``recommendations_latest`` view if missing."""
+    for schema in (RAW, WORK, PUBLISHED):
+        wh.execute(f"create schema if not exists {schema}")
+    for (schema, name), columns in _DDL.items():
+        wh.execute(f"create table if not exists {wh.table(schema, name)} ({columns})")
+    recs = wh.table(PUBLISHED, "recommendations")
+    wh.execute(
+        f"create or replace view {wh.table(PUBLISHED, 'recommendations_latest')} as "
+        f"select * from {recs} where run_date = (select max(run_date) from {recs})"
+    )

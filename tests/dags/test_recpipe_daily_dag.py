@@ -1,0 +1,104 @@
+"""DagBag integrity: the DAG imports cleanly and has exactly the task graph SPEC describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recpipe.settings import DAGS_DIR, DBT_PROJECT_DIR
+
+PYTHON_TASKS = [
+    "run__resolve_params",
+    "gate__raw",
+    "gate__features",
+    "candidates__python_sources",
+    "gate__candidates",
+    "model__train_or_load",
+    "gate__model",
+    "score__rank_candidates",
+    "gate__output",
+    "publish__recommendations",
+    "run__record_failure",
+]
+GATES = [t for t in PYTHON_TASKS if t.startswith("gate__")]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags["recpipe_daily"]
+
+
+def dbt_models() -> list[str]:
+    return sorted(p.stem for p in (DBT_PROJECT_DIR / "models").rglob("*.sql"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert list(dagbag.dag_ids) == ["recpipe_daily"]
+
+
+def test_exact_task_set(dag):
+    models = dbt_models()
+    assert len(models) >= 10
+    dbt_tasks = {f"dbt.{m}.run" for m in models} | {f"dbt.{m}.test" for m in models}
+    assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks
+
+
+def test_stage_order(dag):
+    def down(task_id: str) -> set[str]:
+        return dag.get_task(task_id).downstream_task_ids
+
+    assert down("run__resolve_params") >= {"gate__raw", "run__record_failure"}
+    first_dbt = {t for t in dag.task_ids if t.startswith("dbt.") and t.endswith(".run")
+                 and not (dag.get_task(t).upstream_task_ids - {"gate__raw"})}
+    assert {"dbt.stg_shop__events.run", "dbt.int_cutoffs.run"} <= first_dbt
+    assert down("gate__raw") == first_dbt
+    last_dbt = {t for t in dag.task_ids if t.startswith("dbt.") and "gate__features" in down(t)}
+    assert last_dbt and all(t.endswith(".test") for t in last_dbt)
+    assert down("gate__features") == {"candidates__python_sources"}
+    assert down("candidates__python_sources") == {"gate__candidates"}
+    assert down("gate__candidates") == {"model__train_or_load"}
+    assert down("model__train_or_load") == {"gate__model", "score__rank_candidates"}
+    assert down("gate__model") == {"score__rank_candidates"}
+    assert down("score__rank_candidates") == {"gate__output"}
+    assert down("gate__output") == {"publish__recommendations"}
+    assert down("publish__recommendations") == {"run__record_failure"}
+    assert down("run__record_failure") == set()
+
+
+def test_every_dbt_model_is_tested_right_after_it_runs(dag):
+    for model in dbt_models():
+        assert dag.get_task(f"dbt.{model}.run").downstream_task_ids == {f"dbt.{model}.test"}
+
+
+def test_schedule_params_retries_tags(dag):
+    assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert set(dag.tags) >= {"recpipe"}
+    assert dag.doc_md and "recpipe_daily" in dag.doc_md
+    assert dag.start_date.tzinfo is not None
+    assert set(dag.params.keys()) == {"k", "retrain", "as_of"}
+    assert dag.params["k"] == 20 and dag.params["retrain"] == "auto"
+    assert dag.params["as_of"] is None
+    work = ["candidates__python_sources", "model__train_or_load", "score__rank_candidates",
+            "publish__recommendations"]
+    for task_id in work:
+        assert dag.get_task(task_id).retries == 2, task_id
+    for task_id in GATES:  # a failed gate is a verdict, not a glitch: no retry
+        assert dag.get_task(task_id).retries == 0, task_id
+    assert dag.get_task("run__record_failure").trigger_rule == "one_failed"
+
+
+def test_dag_file_only_wires():
+    source = Path(DAGS_DIR / "recpipe_daily.py").read_text()
+    for heavy in ("import lightgbm", "import pandas", "import duckdb", "import implicit"):
+        assert heavy not in source
