@@ -96,6 +96,7 @@ def recpipe_daily():
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.AFTER_EACH,
+            should_detach_multiple_parents_tests=True,
             env_vars=settings.dbt_env(),
         ),
         operator_args={

@@ -152,13 +152,18 @@ class _Pairs:
 
     def __init__(self, truth: pd.DataFrame):
         _require(truth, ["user_id", "item_id"], "truth")
-        truth = truth[["user_id", "item_id"]].drop_duplicates()
-        self.users = pd.Index(pd.unique(truth["user_id"]))
-        self.items = pd.Index(pd.unique(truth["item_id"]))
+        if truth["user_id"].isna().any() or truth["item_id"].isna().any():
+            raise ValueError("truth.user_id / item_id must not be null")
+        t_user, self.users = _factorize(truth["user_id"])
+        t_item, self.items = _factorize(truth["item_id"])
         self.n_items = len(self.items)
-        self.t_user = self.users.get_indexer(truth["user_id"]).astype(np.int64)
-        self.t_item = self.items.get_indexer(truth["item_id"]).astype(np.int64)
-        self.t_key = self.t_user * self.n_items + self.t_item
+        key = t_user.astype(np.int64) * self.n_items + t_item
+        unique = ~pd.Series(key, copy=False).duplicated().to_numpy()  # truth is a set
+        self.t_user, self.t_item, self.t_key = (
+            t_user[unique].astype(np.int64),
+            t_item[unique],
+            key[unique],
+        )
         self.n_rel = np.bincount(self.t_user, minlength=len(self.users))
 
     def encode(
@@ -235,6 +240,8 @@ def evaluate(
         raise ValueError("recommendations.rank must be >= 1")
     top_user, top_users = _factorize(top["user_id"])
     top_item, top_items = _factorize(top["item_id"])
+    if (top_user < 0).any() or (top_item < 0).any():
+        raise ValueError("recommendations.user_id / item_id must not be null")
     if _has_duplicates(top_user, top_item):
         raise ValueError("recommendations hold a duplicate (user_id, item_id) within rank <= k")
     if _has_duplicates(top_user, top["rank"].to_numpy().astype(np.int64)):

@@ -24,6 +24,7 @@ SQL_SOURCES = ("popularity", "repurchase", "covisitation")
 PYTHON_SOURCES = ("als",)
 SOURCES = SQL_SOURCES + PYTHON_SOURCES
 KEY_COLUMNS = ("user_id", "item_id")
+FEATURE_DECIMALS = 9
 NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased")
 FEATURE_TABLES = {  # table -> join keys
     "fct_user_features": ("user_id",),
@@ -129,8 +130,14 @@ def candidate_frame(wh: Warehouse, cutoff: date, *, with_labels: bool) -> pd.Dat
     """
     frame = wh.query_df(sql, {"cutoff": cutoff})
     for column in frame.columns:
-        if column not in NON_FEATURES and frame[column].dtype == object:
+        if column in NON_FEATURES:
+            continue
+        if frame[column].dtype == object:
             frame[column] = pd.to_numeric(frame[column])
+        if pd.api.types.is_float_dtype(frame[column]):
+            # Parallel float sums in the warehouse may differ in the last bits between runs;
+            # rounding makes reruns feed the model byte-identical features.
+            frame[column] = frame[column].round(FEATURE_DECIMALS)
     return frame
 
 

@@ -89,14 +89,20 @@ class DuckDBWarehouse:
         return f"{identifier(schema)}.{identifier(name)}"
 
     @staticmethod
-    def _sql(sql: str) -> str:
-        return _PARAM.sub(r"$\1", sql)
+    def _bind(sql: str, params: Mapping[str, Any] | None) -> tuple[str, dict | None]:
+        """Rewrite ``@name`` to DuckDB's ``$name`` and pass only the parameters used."""
+        used = set(_PARAM.findall(sql))
+        missing = used - set(params or {})
+        if missing:
+            raise KeyError(f"SQL parameter(s) without a value: {', '.join(sorted(missing))}")
+        bound = {k: v for k, v in (params or {}).items() if k in used}
+        return _PARAM.sub(r"$\1", sql), bound or None
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._con.execute(self._sql(sql), dict(params) if params else None)
+        self._con.execute(*self._bind(sql, params))
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        return self._con.execute(self._sql(sql), dict(params) if params else None).df()
+        return self._con.execute(*self._bind(sql, params)).df()
 
     def write_df(self, df: pd.DataFrame, schema: str, name: str) -> None:
         """Create or replace ``schema.name`` with the rows of ``df``."""

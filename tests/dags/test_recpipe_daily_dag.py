@@ -49,7 +49,17 @@ def test_exact_task_set(dag):
     models = dbt_models()
     assert len(models) >= 10
     dbt_tasks = {f"dbt.{m}.run" for m in models} | {f"dbt.{m}.test" for m in models}
-    assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks
+    # Tests that span several models (relationships, point-in-time checks) run once all of
+    # their models are built and tested.
+    multi_model_tests = {
+        t for t in dag.task_ids
+        if t.startswith("dbt.") and t.endswith("_test") and not t.endswith((".run", ".test"))
+    }
+    assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks | multi_model_tests
+    for task_id in multi_model_tests:
+        upstream = dag.get_task(task_id).upstream_task_ids
+        assert len(upstream) >= 2 and all(u.endswith(".test") for u in upstream), task_id
+        assert dag.get_task(task_id).downstream_task_ids == {"gate__features"}
 
 
 def test_stage_order(dag):
@@ -62,7 +72,7 @@ def test_stage_order(dag):
     assert {"dbt.stg_shop__events.run", "dbt.int_cutoffs.run"} <= first_dbt
     assert down("gate__raw") == first_dbt
     last_dbt = {t for t in dag.task_ids if t.startswith("dbt.") and "gate__features" in down(t)}
-    assert last_dbt and all(t.endswith(".test") for t in last_dbt)
+    assert last_dbt and all(t.endswith("test") for t in last_dbt)
     assert down("gate__features") == {"candidates__python_sources"}
     assert down("candidates__python_sources") == {"gate__candidates"}
     assert down("gate__candidates") == {"model__train_or_load"}

@@ -170,6 +170,8 @@ def test_evaluate_rejects_duplicates_and_bad_k():
         evaluate(RECS, TRUTH, 0)
     with pytest.raises(ValueError, match="missing columns"):
         evaluate(RECS.drop(columns="rank"), TRUTH, 3)
+    with pytest.raises(ValueError, match="null"):
+        evaluate(RECS.assign(item_id=RECS["item_id"].where(RECS.index != 0)), TRUTH, 3)
 
 
 def test_evaluate_empty_truth_is_nan():

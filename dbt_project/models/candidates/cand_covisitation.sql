@@ -80,7 +80,8 @@ scored_pairs as (
         recent.as_of_date,
         recent.user_id,
         neighbour_shares.neighbour_item_id as item_id,
-        sum(neighbour_shares.neighbour_share / recent.recency_position) as score
+        -- rounded so that float summation order cannot reorder ties between reruns
+        round(sum(neighbour_shares.neighbour_share / recent.recency_position), 9) as score
 
     from user_items_by_recency as recent
     inner join neighbour_shares

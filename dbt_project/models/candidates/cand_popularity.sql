@@ -67,9 +67,12 @@ scored_items as (
     select
         as_of_date,
         item_id,
-        weighted_count_7d
-        + weighted_count_history
-        / (max(weighted_count_history) over (partition by as_of_date) + 1.0) as score
+        round(
+            weighted_count_7d
+            + weighted_count_history
+            / (max(weighted_count_history) over (partition by as_of_date) + 1.0),
+            9
+        ) as score
 
     from available_items_at_cutoffs
 

@@ -57,7 +57,8 @@ scored_pairs as (
         as_of_date,
         user_id,
         item_id,
-        sum(event_weight * exp(-age_days / {{ decay_days }})) as score
+        -- rounded so that float summation order cannot reorder ties between reruns
+        round(sum(event_weight * exp(-age_days / {{ decay_days }})), 9) as score
 
     from repurchase_events
     group by as_of_date, user_id, item_id

@@ -1,0 +1,146 @@
+"""End to end: the real DAG, run by real Airflow (dag.test), dbt on a real DuckDB file, LightGBM.
+
+One tiny shop is ingested once per module; the tests then run the DAG for its latest date,
+rerun it, and feed it bad data, checking the published table after each step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from recpipe.airflow_runner import run_dag
+from recpipe.ingest import ingest_events, ingest_items, ingest_users
+from recpipe.settings import load_settings
+from recpipe.warehouse import session
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shop_home(tmp_path_factory, tiny_shop, airflow_db):
+    """A warehouse holding the tiny shop; RECPIPE_HOME points at it for the whole module."""
+    home = tmp_path_factory.mktemp("e2e_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECPIPE_HOME", str(home))
+        settings = load_settings()
+        with session(settings) as wh:
+            ingest_items(wh, tiny_shop.files["items"])
+            ingest_users(wh, tiny_shop.files["users"])
+            ingest_events(wh, tiny_shop.files["events"])
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def as_of(tiny_shop):
+    return tiny_shop.end_date + timedelta(days=1)
+
+
+def published(settings, run_date=None) -> pd.DataFrame:
+    with session(settings) as wh:
+        where = "where run_date = @d" if run_date else ""
+        return wh.query_df(
+            f"select * from recpipe.recommendations {where} order by run_date, user_id, rank",
+            {"d": run_date} if run_date else None,
+        )
+
+
+def digest(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values).hexdigest()
+
+
+def assert_spec_invariants(settings, recs: pd.DataFrame, k: int) -> None:
+    assert not recs.empty
+    per_user = recs.groupby("user_id")
+    assert per_user.size().max() <= k
+    for _, rows in per_user:
+        assert rows["rank"].tolist() == list(range(1, len(rows) + 1))
+        ordered = rows.sort_values(["score", "item_id"], ascending=[False, True])
+        assert ordered["rank"].tolist() == rows["rank"].tolist()  # score desc, then item_id
+    assert not recs.duplicated(["run_date", "user_id", "item_id"]).any()
+    assert all(math.isfinite(s) for s in recs["score"])
+    with session(settings) as wh:
+        items = wh.query_df("select item_id, is_available from raw.items")
+        active = wh.query_df(
+            "select count(distinct user_id) as n from raw.events "
+            "where event_ts < @d and event_ts >= @d - interval 90 day",
+            {"d": recs["run_date"].iloc[0]},
+        )["n"].iloc[0]
+    available = set(items.loc[items["is_available"], "item_id"])
+    assert set(recs["item_id"]) <= available
+    assert recs["user_id"].nunique() == active  # every active user gets recommendations
+    assert recs["sources"].str.len().gt(0).all()
+    assert recs["model_version"].nunique() == 1
+
+
+def test_daily_run_publishes_recommendations_that_hold_every_invariant(shop_home, as_of):
+    outcome = run_dag(shop_home, as_of, {"k": 10})
+    assert outcome.state == "success", outcome.failed_tasks
+
+    recs = published(shop_home, as_of)
+    assert_spec_invariants(shop_home, recs, k=10)
+    with session(shop_home) as wh:
+        run = wh.query_df("select * from recpipe.pipeline_runs where run_id = @r",
+                          {"r": outcome.run_id}).iloc[0]
+        gates = wh.query_df("select * from recpipe.dq_results where run_id = @r",
+                            {"r": outcome.run_id})
+        model = wh.query_df("select * from recpipe.model_registry").iloc[0]
+        latest = wh.query_df("select count(*) as n from recpipe.recommendations_latest")
+    assert run["status"] == "success" and run["rows"] == len(recs)
+    assert run["users"] == recs["user_id"].nunique()
+    assert set(gates["stage"]) == {"raw", "features", "candidates", "model", "output"}
+    assert (gates["status"] != "fail").all()
+    assert model["status"] == "champion" and model["model_version"] == run["model_version"]
+    assert pd.Timestamp(model["valid_label_end"]).date() <= as_of  # labels end before D
+    assert latest["n"].iloc[0] == len(recs)
+
+
+def test_rerun_of_a_date_is_identical_and_touches_no_other_date(shop_home, as_of):
+    before = published(shop_home, as_of)
+    earlier = as_of - timedelta(days=1)
+    assert run_dag(shop_home, earlier, {"k": 10}).state == "success"
+    earlier_rows = published(shop_home, earlier)
+
+    outcome = run_dag(shop_home, as_of, {"k": 10, "retrain": "always"})
+    assert outcome.state == "success", outcome.failed_tasks
+    assert digest(published(shop_home, as_of)) == digest(before)
+    assert digest(published(shop_home, earlier)) == digest(earlier_rows)
+
+
+def test_bad_catalog_fails_a_gate_and_publishes_nothing(shop_home, as_of, tmp_path, tiny_shop):
+    before = published(shop_home)
+    catalog = pd.read_csv(tiny_shop.files["items"])
+    catalog["is_available"] = "false"  # every item out of stock
+    bad_items = tmp_path / "items.csv"
+    catalog.to_csv(bad_items, index=False)
+    with session(shop_home) as wh:
+        ingest_items(wh, bad_items)
+    try:
+        outcome = run_dag(shop_home, as_of, {"k": 10})
+        assert outcome.state == "failed"
+        assert outcome.failed_tasks[0] == "gate__raw"
+        assert digest(published(shop_home)) == digest(before)  # nothing lost, nothing new
+        with session(shop_home) as wh:
+            run = wh.query_df("select * from recpipe.pipeline_runs where run_id = @r",
+                              {"r": outcome.run_id}).iloc[0]
+            failed = wh.query_df(
+                "select check_name from recpipe.dq_results where run_id = @r and status = 'fail'",
+                {"r": outcome.run_id})
+        assert run["status"] == "failed" and "available_items" in run["error"]
+        assert failed["check_name"].tolist() == ["available_items"]
+    finally:
+        with session(shop_home) as wh:
+            ingest_items(wh, tiny_shop.files["items"])
+
+
+def test_sql_in_the_as_of_param_is_rejected_before_any_work(shop_home, as_of):
+    before = published(shop_home)
+    outcome = run_dag(shop_home, as_of, {"as_of": "2026-10-01'; drop table raw.events; --"})
+    assert outcome.state == "failed"
+    assert digest(published(shop_home)) == digest(before)
+    with session(shop_home) as wh:
+        assert wh.query_df("select count(*) as n from raw.events")["n"].iloc[0] > 0
