@@ -52,7 +52,8 @@ def test_exact_task_set(dag):
     # Tests that span several models (relationships, point-in-time checks) run once all of
     # their models are built and tested.
     multi_model_tests = {
-        t for t in dag.task_ids
+        t
+        for t in dag.task_ids
         if t.startswith("dbt.") and t.endswith("_test") and not t.endswith((".run", ".test"))
     }
     assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks | multi_model_tests
@@ -67,8 +68,13 @@ def test_stage_order(dag):
         return dag.get_task(task_id).downstream_task_ids
 
     assert down("run__resolve_params") >= {"gate__raw", "run__record_failure"}
-    first_dbt = {t for t in dag.task_ids if t.startswith("dbt.") and t.endswith(".run")
-                 and not (dag.get_task(t).upstream_task_ids - {"gate__raw"})}
+    first_dbt = {
+        t
+        for t in dag.task_ids
+        if t.startswith("dbt.")
+        and t.endswith(".run")
+        and not (dag.get_task(t).upstream_task_ids - {"gate__raw"})
+    }
     assert {"dbt.stg_shop__events.run", "dbt.int_cutoffs.run"} <= first_dbt
     assert down("gate__raw") == first_dbt
     last_dbt = {t for t in dag.task_ids if t.startswith("dbt.") and "gate__features" in down(t)}
@@ -99,8 +105,12 @@ def test_schedule_params_retries_tags(dag):
     assert set(dag.params.keys()) == {"k", "retrain", "as_of"}
     assert dag.params["k"] == 20 and dag.params["retrain"] == "auto"
     assert dag.params["as_of"] is None
-    work = ["candidates__python_sources", "model__train_or_load", "score__rank_candidates",
-            "publish__recommendations"]
+    work = [
+        "candidates__python_sources",
+        "model__train_or_load",
+        "score__rank_candidates",
+        "publish__recommendations",
+    ]
     for task_id in work:
         assert dag.get_task(task_id).retries == 2, task_id
     for task_id in GATES:  # a failed gate is a verdict, not a glitch: no retry

@@ -84,10 +84,12 @@ def test_daily_run_publishes_recommendations_that_hold_every_invariant(shop_home
     recs = published(shop_home, as_of)
     assert_spec_invariants(shop_home, recs, k=10)
     with session(shop_home) as wh:
-        run = wh.query_df("select * from recpipe.pipeline_runs where run_id = @r",
-                          {"r": outcome.run_id}).iloc[0]
-        gates = wh.query_df("select * from recpipe.dq_results where run_id = @r",
-                            {"r": outcome.run_id})
+        run = wh.query_df(
+            "select * from recpipe.pipeline_runs where run_id = @r", {"r": outcome.run_id}
+        ).iloc[0]
+        gates = wh.query_df(
+            "select * from recpipe.dq_results where run_id = @r", {"r": outcome.run_id}
+        )
         model = wh.query_df("select * from recpipe.model_registry").iloc[0]
         latest = wh.query_df("select count(*) as n from recpipe.recommendations_latest")
     assert run["status"] == "success" and run["rows"] == len(recs)
@@ -125,11 +127,13 @@ def test_bad_catalog_fails_a_gate_and_publishes_nothing(shop_home, as_of, tmp_pa
         assert outcome.failed_tasks[0] == "gate__raw"
         assert digest(published(shop_home)) == digest(before)  # nothing lost, nothing new
         with session(shop_home) as wh:
-            run = wh.query_df("select * from recpipe.pipeline_runs where run_id = @r",
-                              {"r": outcome.run_id}).iloc[0]
+            run = wh.query_df(
+                "select * from recpipe.pipeline_runs where run_id = @r", {"r": outcome.run_id}
+            ).iloc[0]
             failed = wh.query_df(
                 "select check_name from recpipe.dq_results where run_id = @r and status = 'fail'",
-                {"r": outcome.run_id})
+                {"r": outcome.run_id},
+            )
         assert run["status"] == "failed" and "available_items" in run["error"]
         assert failed["check_name"].tolist() == ["available_items"]
     finally:

@@ -120,9 +120,11 @@ def test_unknown_file_type_and_missing_file(wh, tmp_path):
 
 
 def test_sql_like_and_formula_like_ids_are_data(wh, tmp_path):
-    nasty = ["\"x'); drop table raw.events; --\",i1,view,2026-09-01T10:00:00Z,s1,,",
-             "=cmd|' /C calc'!A0,i1,view,2026-09-01T10:00:00Z,s1,,",
-             "ünï©ødé 🛒,i1,view,2026-09-01T10:00:00Z,s1,,"]
+    nasty = [
+        '"x\'); drop table raw.events; --",i1,view,2026-09-01T10:00:00Z,s1,,',
+        "=cmd|' /C calc'!A0,i1,view,2026-09-01T10:00:00Z,s1,,",
+        "ünï©ødé 🛒,i1,view,2026-09-01T10:00:00Z,s1,,",
+    ]
     ingest_events(wh, write(tmp_path, [*GOOD, *nasty]))
     users = set(wh.query_df("select user_id from raw.events")["user_id"])
     assert {"x'); drop table raw.events; --", "=cmd|' /C calc'!A0", "ünï©ødé 🛒"} <= users

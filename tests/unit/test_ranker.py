@@ -13,13 +13,15 @@ def labelled_candidates(seed: int = 0, users: int = 120, per_user: int = 30) -> 
     """Candidates whose label depends on one informative feature plus noise."""
     rng = np.random.default_rng(seed)
     rows = users * per_user
-    frame = pd.DataFrame({
-        "user_id": np.repeat([f"u{i:04d}" for i in range(users)], per_user),
-        "item_id": np.tile([f"i{j:03d}" for j in range(per_user)], users),
-        "signal": rng.normal(size=rows),
-        "noise": rng.normal(size=rows),
-        "sources": "popularity",
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat([f"u{i:04d}" for i in range(users)], per_user),
+            "item_id": np.tile([f"i{j:03d}" for j in range(per_user)], users),
+            "signal": rng.normal(size=rows),
+            "noise": rng.normal(size=rows),
+            "sources": "popularity",
+        }
+    )
     frame["label"] = np.where(frame["signal"] > 1.2, 3, np.where(frame["signal"] > 0.8, 1, 0))
     return frame
 
@@ -41,8 +43,9 @@ def test_negative_sampling_keeps_positives_and_caps_negatives():
     assert len(sampled[sampled["label"] > 0]) == len(positives)
     assert sampled[sampled["label"] == 0].groupby("user_id").size().max() <= 5
     assert set(sampled["user_id"]) == set(positives["user_id"])
-    again = ranker.sample_training_rows(frame.sample(frac=1, random_state=3),
-                                        ranker.RankerParams(max_negatives_per_user=5))
+    again = ranker.sample_training_rows(
+        frame.sample(frac=1, random_state=3), ranker.RankerParams(max_negatives_per_user=5)
+    )
     pd.testing.assert_frame_equal(sampled, again)  # independent of row order
 
 
@@ -58,8 +61,14 @@ def test_rank_candidates_breaks_ties_by_item_id_and_keeps_k():
         def predict(self, frame, num_threads=1):
             return np.zeros(len(frame))
 
-    frame = pd.DataFrame({"user_id": ["u1"] * 4 + ["u2"], "item_id": ["b", "a", "d", "c", "z"],
-                          "sources": "x", "f": 1.0})
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 4 + ["u2"],
+            "item_id": ["b", "a", "d", "c", "z"],
+            "sources": "x",
+            "f": 1.0,
+        }
+    )
     top = ranker.rank_candidates(frame, Constant(), ["f"], k=3)
     assert top[top.user_id == "u1"]["item_id"].tolist() == ["a", "b", "c"]
     assert top["rank"].tolist() == [1, 2, 3, 1]

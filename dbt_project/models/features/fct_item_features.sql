@@ -114,7 +114,7 @@ final as (
         catalog_at_cutoffs.as_of_date,
         catalog_at_cutoffs.item_id,
         {%- for column in count_columns %}
-        coalesce(item_activity.{{ column }}, 0) as {{ column }},
+        cast(coalesce(item_activity.{{ column }}, 0) as {{ dbt.type_bigint() }}) as {{ column }},
         {%- endfor %}
         -- log of (last 7 days + 1) / (the 7 days before + 1): > 0 rising, < 0 falling
         ln(
@@ -125,7 +125,7 @@ final as (
             as item_purchase_view_conversion,
         {{ safe_divide('item_activity.item_add_to_cart_count_history', 'item_activity.item_view_count_history') }}
             as item_add_to_cart_view_conversion,
-        coalesce(item_buyers.buyer_count, 0) as item_buyer_count_history,
+        cast(coalesce(item_buyers.buyer_count, 0) as {{ dbt.type_bigint() }}) as item_buyer_count_history,
         {{ safe_divide('item_buyers.repeat_buyer_count', 'item_buyers.buyer_count') }}
             as item_repeat_purchase_rate,
         item_activity.item_days_since_first_event,

@@ -72,7 +72,7 @@ final as (
         active_users.as_of_date,
         active_users.user_id,
         {%- for column in count_columns %}
-        coalesce(user_activity.{{ column }}, 0) as {{ column }},
+        cast(coalesce(user_activity.{{ column }}, 0) as {{ dbt.type_bigint() }}) as {{ column }},
         {%- endfor %}
         user_activity.user_days_since_last_event,
         user_activity.user_days_since_first_event,

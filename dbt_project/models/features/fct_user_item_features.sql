@@ -110,7 +110,7 @@ final as (
         pair_activity.user_id,
         pair_activity.item_id,
         {%- for column in count_columns %}
-        pair_activity.{{ column }},
+        cast(pair_activity.{{ column }} as {{ dbt.type_bigint() }}) as {{ column }},
         {%- endfor %}
         pair_activity.ui_days_since_last_event,
         pair_activity.ui_days_since_first_event,
