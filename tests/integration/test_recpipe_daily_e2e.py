@@ -142,9 +142,28 @@ def test_bad_catalog_fails_a_gate_and_publishes_nothing(shop_home, as_of, tmp_pa
 
 
 def test_sql_in_the_as_of_param_is_rejected_before_any_work(shop_home, as_of):
+    from airflow.sdk.exceptions import ParamValidationError
+
     before = published(shop_home)
-    outcome = run_dag(shop_home, as_of, {"as_of": "2026-10-01'; drop table raw.events; --"})
-    assert outcome.state == "failed"
+    # Airflow validates the param against its schema (format: date) before creating the run;
+    # recpipe.pipeline.resolve_run checks it again (tests/unit/test_pipeline_params.py).
+    with pytest.raises(ParamValidationError, match="as_of"):
+        run_dag(shop_home, as_of, {"as_of": "2026-10-01'; drop table raw.events; --"})
+    with pytest.raises(ParamValidationError, match="k"):
+        run_dag(shop_home, as_of, {"k": "20; delete from recpipe.recommendations"})
     assert digest(published(shop_home)) == digest(before)
     with session(shop_home) as wh:
         assert wh.query_df("select count(*) as n from raw.events")["n"].iloc[0] > 0
+
+
+def test_report_shows_runs_gates_and_metrics(shop_home, as_of, tmp_path):
+    from recpipe.report import write_report
+
+    with session(shop_home) as wh:
+        runs = wh.query_df("select status from recpipe.pipeline_runs")
+    if "success" not in set(runs["status"]):  # when this test runs alone
+        assert run_dag(shop_home, as_of, {"k": 10}).state == "success"
+
+    page = write_report(shop_home, tmp_path / "report.html").read_text()
+    assert "Ranker vs popularity" in page and "data:image/png;base64," in page
+    assert "union_recall_valid" in page and "success" in page
