@@ -6,8 +6,11 @@ Exit code 0 on success; on failure a one-line reason on stderr and a non-zero ex
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -79,10 +82,40 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
         )
 
 
-def _run_one(settings: Settings, as_of: date, conf: dict):
+@contextlib.contextmanager
+def _output_to(log_path: Path | None) -> Iterator[None]:
+    """Send everything written to stdout/stderr (Airflow, dbt, subprocesses) to ``log_path``."""
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _run_one(settings: Settings, as_of: date, conf: dict, verbose: bool = False):
     from recpipe.airflow_runner import run_dag
 
-    outcome = run_dag(settings, as_of, conf)
+    log_path = None if verbose else settings.home / "logs" / f"recpipe_daily_{as_of}.log"
+    if log_path:
+        print(
+            f"running recpipe_daily for {as_of} through Airflow (log: {log_path}) ...", flush=True
+        )
+    with _output_to(log_path):
+        outcome = run_dag(settings, as_of, conf)
     if not outcome.ok:
         raise CliError(
             f"recpipe_daily for {as_of} ended {outcome.state}: "
@@ -110,7 +143,7 @@ def _failure_reason(settings: Settings, run_id: str, failed: list[str]) -> str:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
     conf = dict(args.param or [])
     conf["as_of"] = args.as_of.isoformat()
-    _run_one(settings, args.as_of, conf)
+    _run_one(settings, args.as_of, conf, verbose=args.verbose)
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> None:
@@ -118,7 +151,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> None:
         raise CliError(f"--end {args.end} is before --start {args.start}")
     day = args.start
     while day <= args.end:
-        _run_one(settings, day, {"as_of": day.isoformat()})
+        _run_one(settings, day, {"as_of": day.isoformat()}, verbose=args.verbose)
         day += timedelta(days=1)
 
 
@@ -162,10 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run recpipe_daily for one date through Airflow")
     run.add_argument("--as-of", required=True, type=_date)
     run.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE")
+    run.add_argument("--verbose", action="store_true", help="show Airflow's and dbt's logs")
 
     back = sub.add_parser("backfill", help="run recpipe_daily for a range of dates, in order")
     back.add_argument("--start", required=True, type=_date)
     back.add_argument("--end", required=True, type=_date)
+    back.add_argument("--verbose", action="store_true", help="show Airflow's and dbt's logs")
 
     rep = sub.add_parser("report", help="write an HTML report of runs, gates and metrics")
     rep.add_argument("--out", default="recpipe_report.html")

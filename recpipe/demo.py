@@ -41,8 +41,13 @@ def run_demo(settings: Settings, *, users: int, items: int, days: int, seed: int
     outcome = _run_one(settings, as_of, {"as_of": as_of.isoformat()})
     timings["airflow run (total)"] = time.monotonic() - t0
     _print_results(settings, outcome, timings, time.monotonic() - started)
-    print(f"\nLook at the output (DuckDB file {settings.duckdb_path}):\n")
-    print(f'  duckdb {settings.duckdb_path} "{" ".join(EXAMPLE_QUERY.split())}"')
+    query = " ".join(EXAMPLE_QUERY.split())
+    print(f"\nLook at the output (DuckDB file {settings.duckdb_path}):\n\n{EXAMPLE_QUERY}\n")
+    print("for instance with the duckdb package of the venv:\n")
+    print(
+        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', "
+        f"read_only=True).sql('''{query}'''))\""
+    )
 
 
 def _stage_seconds(task_seconds: dict[str, float]) -> dict[str, float]:
