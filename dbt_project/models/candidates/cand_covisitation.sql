@@ -4,6 +4,7 @@
     neighbour share / position, where neighbour share is the co-visitation weight normalised over
     the item's top neighbours (int_item_covisitation_pairs). Items the user already saw are kept.
 -#}
+{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set recent_items_per_user = 20 -%}
 

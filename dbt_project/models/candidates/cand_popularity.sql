@@ -4,6 +4,7 @@
     before the cutoff; its fractional part (whole-history weighted count / (max + 1), < 1)
     breaks ties by longer-term popularity, which is the fallback when the last 7 days are quiet.
 -#}
+{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 
 with

@@ -1,0 +1,165 @@
+"""The candidate, training and evaluation stages on a real dbt build of a purchases-only log.
+
+Grocery-style logs hold only purchases: every candidate source must still produce rows (or be
+empty without breaking anything), every active user must get >= k candidates, recall must be
+stored per source and for the union, the baselines must sit beside the ranker in the registry,
+and champion/challenger must keep the better model serving, point in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from recpipe import pipeline, ranker
+from recpipe.ingest import ingest_events, ingest_items
+from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
+from recpipe.warehouse import session
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def purchases_only(tmp_path_factory, tiny_shop):
+    """The tiny shop with its views and carts dropped, built by dbt for its last date."""
+    home = tmp_path_factory.mktemp("purchases_only")
+    events = pd.read_csv(tiny_shop.files["events"])
+    events = events[events["event_type"] == "purchase"]
+    events_file = home / "events.csv"
+    events.to_csv(events_file, index=False)
+    as_of = tiny_shop.end_date + timedelta(days=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECPIPE_HOME", str(home))
+        settings = load_settings()
+        with session(settings) as wh:
+            ingest_items(wh, tiny_shop.files["items"])
+            ingest_events(wh, events_file)
+        env = {
+            **os.environ,
+            **settings.dbt_env(),
+            "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+            "DO_NOT_TRACK": "1",
+        }
+        done = subprocess.run(
+            [
+                dbt_executable(),
+                "build",
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--target-path",
+                str(home / "dbt_target"),
+                "--log-path",
+                str(home / "dbt_logs"),
+                "--vars",
+                json.dumps({"as_of": as_of.isoformat()}),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:]
+        yield settings, as_of
+
+
+def registry(settings) -> pd.DataFrame:
+    with session(settings) as wh:
+        return wh.query_df("select * from recpipe.model_registry order by trained_at")
+
+
+def test_purchases_only_log_runs_every_model_stage(purchases_only):
+    settings, as_of = purchases_only
+    run = pipeline.Run(as_of=as_of.isoformat(), run_id="purchases-only", k=20, retrain="always")
+    pipeline.start_run(run, settings)
+    assert pipeline.generate_python_candidates(run, settings) > 0
+    pipeline.check_candidates(run, settings)  # coverage gate: every active user has >= k
+
+    with session(settings) as wh:
+        recall = wh.query_df(
+            "select * from recpipe.candidate_recall where run_id = @r", {"r": run.run_id}
+        )
+        per_source = {
+            source: wh.query_df(
+                f"select count(*) as n from candidates.cand_{source} where as_of_date = @d",
+                {"d": as_of},
+            )["n"].iloc[0]
+            for source in ranker.SOURCES
+        }
+    assert len(ranker.SOURCES) >= 6
+    assert set(recall["source"]) == {*ranker.SOURCES, "union"}
+    assert (recall["depth"] == settings.candidate_depth).all()
+    union = recall.set_index("source")["recall"]
+    assert union["union"] >= union.drop("union").max()  # the union covers every source
+    assert 0 < union["union"] <= 1
+    # Views and carts are absent, yet "recently viewed" falls back to purchases, not to nothing.
+    assert all(n > 0 for n in per_source.values()), per_source
+
+    version = pipeline.train_or_load_ranker(run, settings)
+    pipeline.check_model(run, version, settings)
+    row = registry(settings).set_index("model_version").loc[version]
+    assert row["status"] == "champion"
+    baselines = json.loads(row["baseline_metrics"])
+    assert set(baselines) == {"popularity", "personal_top_frequency", "implicit_als", "item_knn"}
+    metrics = json.loads(row["validation_metrics"])
+    for key in ("ndcg@10", "recall@10", "map@10", "hit_rate@10", "coverage@10"):
+        assert 0 <= metrics[key] <= 1
+        assert all(key in b for b in baselines.values())
+    assert "recall_repeat@10" in metrics and "recall_new@10" in metrics
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_keeps_serving(
+    purchases_only, tmp_path, monkeypatch
+):
+    settings, as_of = purchases_only
+    run = pipeline.Run(as_of=as_of.isoformat(), run_id="challenger", k=20, retrain="always")
+    served = pipeline.train_or_load_ranker(run, settings)
+    pipeline.check_model(run, served, settings)
+    # An older champion (a copy of today's model, registered for D-1) and a future one (D+1)
+    # that a run for D must never look at.
+    with session(settings) as wh:
+        for name, day in (("lgbm-older", as_of - timedelta(days=1)), ("lgbm-future", None)):
+            shutil.copy(settings.models_dir / f"{served}.txt", settings.models_dir / f"{name}.txt")
+            wh.execute(
+                "insert into recpipe.model_registry (model_version, trained_at, as_of_date, "
+                "validation_metrics, baseline_metrics, status) values (@v, "
+                "@t, @d, '{}', '{}', 'champion')",
+                {
+                    "v": name,
+                    "t": pd.Timestamp("2000-01-01"),
+                    "d": day or as_of + timedelta(days=1),
+                },
+            )
+        wh.execute(
+            "update recpipe.model_registry set status = 'retired' where model_version = @v",
+            {"v": served},
+        )
+    # With a floor no model can reach (ratio >= 1.5), the new model loses to the D-1 champion.
+    strict = tmp_path / "gates.yml"
+    config = (pipeline.__file__.rsplit("/", 1)[0]) + "/config/gates.yml"
+    text = (
+        open(config)
+        .read()
+        .replace(
+            "challenger_ndcg_vs_champion: {min: {warn: 1.0, fail: 0.98}}",
+            "challenger_ndcg_vs_champion: {min: {fail: 1.5}}",
+        )
+    )
+    assert "fail: 1.5" in text
+    strict.write_text(text)
+    monkeypatch.setenv("RECPIPE_GATES_FILE", str(strict))
+    assert pipeline.train_or_load_ranker(run, settings) == "lgbm-older"
+    row = registry(settings).set_index("model_version").loc[served]
+    assert row["status"] == "rejected"
+    decision = json.loads(row["validation_metrics"])["champion_decision"]
+    assert decision["champion"] == "lgbm-older"  # never the D+1 model
+    assert "keeps serving" in decision["reason"]
+    # With the shipped tolerance an equally good model replaces the champion.
+    monkeypatch.delenv("RECPIPE_GATES_FILE")
+    assert pipeline.train_or_load_ranker(run, settings) == served
+    assert registry(settings).set_index("model_version").loc[served]["status"] == "challenger"
