@@ -51,6 +51,9 @@ class _Rule:
     failing_sql: str  # a boolean SQL expression over the raw text columns: true = row breaks it
 
 
+_CONTROL_CHARACTERS = "[\\x00-\\x1f\\x7f]"
+
+
 def _id_rules(column: str) -> list[_Rule]:
     return [
         _Rule(f"{column} is required and non-empty", f"nullif(trim({column}), '') is null"),
@@ -58,15 +61,25 @@ def _id_rules(column: str) -> list[_Rule]:
             f"{column} is at most {MAX_ID_LENGTH} characters",
             f"length({column}) > {MAX_ID_LENGTH}",
         ),
+        # Ids are data, any Unicode is fine, but a NUL or newline inside an id breaks exports,
+        # logs and other warehouses' loaders.
+        _Rule(
+            f"{column} has no control characters",
+            f"regexp_matches({column}, '{_CONTROL_CHARACTERS}')",
+        ),
     ]
 
 
 def _optional_number_rule(column: str, cast: str, minimum: int) -> _Rule:
     value = f"try_cast(trim({column}) as {cast})"
+    # DuckDB casts '2.5' and '1e3' to integers (3, 1000): integers must be written as integers.
+    pattern = "^[+]?[0-9]+$" if cast in ("bigint", "integer") else ".*"
+    kind = "an integer" if cast in ("bigint", "integer") else "a number"
     return _Rule(
-        f"{column} is a number >= {minimum} when present",
+        f"{column} is {kind} >= {minimum} when present",
         f"nullif(trim({column}), '') is not null "
-        f"and ({value} is null or not isfinite({value}::double) or {value} < {minimum})",
+        f"and ({value} is null or not isfinite({value}::double) or {value} < {minimum} "
+        f"or not regexp_matches(trim({column}), '{pattern}'))",
     )
 
 
@@ -120,16 +133,26 @@ def _read_as_text(
     if not path.exists():
         raise IngestError(f"{path}: file not found")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise IngestError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     try:
         if suffix == ".csv":
-            relation = con.read_csv(str(path), header=True, all_varchar=True)
-        elif suffix in (".parquet", ".pq"):
-            relation = con.read_parquet(str(path))
+            # The dialect is fixed (RFC 4180) rather than sniffed: a sniffer that guesses wrong on
+            # a ragged file reports confusing "missing columns" instead of the real problem.
+            relation = con.read_csv(
+                str(path),
+                header=True,
+                all_varchar=True,
+                sep=",",
+                quotechar='"',
+                escapechar='"',
+                comment="",
+            )
         else:
-            raise IngestError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+            relation = con.read_parquet(str(path))
         present = [c.lower() for c in relation.columns]
     except duckdb.Error as err:
-        raise IngestError(f"{path}: cannot be read as {suffix[1:]}: {err}".splitlines()[0]) from err
+        raise IngestError(_unreadable(path, err)) from err
     missing = [c for c in required if c not in present]
     if missing:
         raise IngestError(
@@ -142,13 +165,22 @@ def _read_as_text(
         f'cast("{lookup[c]}" as varchar) as {c}' if c in lookup else f"cast(null as varchar) as {c}"
         for c in (*required, *optional)
     )
-    con.execute(
-        f"create or replace temp table batch as "
-        f"select row_number() over () as row_number, {select} from source_rel"
-    )
+    try:
+        con.execute(
+            f"create or replace temp table batch as "
+            f"select row_number() over () as row_number, {select} from source_rel"
+        )
+    except duckdb.Error as err:  # reading is lazy: a malformed row surfaces here
+        raise IngestError(_unreadable(path, err)) from err
     con.unregister("source_rel")
     if con.execute("select count(*) from batch").fetchone()[0] == 0:
         raise IngestError(f"{path}: the file has no data rows")
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """One line: the file, and DuckDB's first two lines of explanation."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()][:2]
+    return f"{path}: cannot be read as {path.suffix.lower()[1:]}: {' '.join(lines)}"[:500]
 
 
 def _check(

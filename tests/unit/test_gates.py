@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from recpipe.gates import FAIL, PASS, WARN, GateFailed, enforce, gate_config, judge
@@ -13,11 +15,11 @@ from recpipe.warehouse import DuckDBWarehouse
 
 
 def test_min_rule_levels():
-    # raw.volume_vs_trailing_median: warn below 0.5, fail below 0.1
+    # raw.volume_vs_trailing_median: warn below 0.5, fail below 0.2
     assert judge("raw", "volume_vs_trailing_median", 0.9).status == PASS
     assert judge("raw", "volume_vs_trailing_median", 0.3).status == WARN
     failed = judge("raw", "volume_vs_trailing_median", 0.05)
-    assert failed.status == FAIL and failed.threshold == 0.1
+    assert failed.status == FAIL and failed.threshold == 0.2
 
 
 def test_max_rule_levels():
@@ -54,4 +56,57 @@ def test_enforce_records_every_result_and_raises_one_line(tmp_path):
     enforce(wh, date(2026, 10, 1), "run-1", [judge("raw", "available_items", 5)])
     rows = wh.query_df("select check_name, status from recpipe.dq_results")
     assert rows.values.tolist() == [["available_items", "pass"]]
+    wh.close()
+
+
+def test_feature_drift_is_the_largest_mean_shift_in_previous_standard_deviations():
+    from recpipe.quality import _feature_drift
+
+    previous = pd.DataFrame(
+        {
+            "table_name": ["t", "t", "t"],
+            "column_name": ["a", "b", "constant"],
+            "mean": [10.0, 1.0, 0.0],
+            "stddev": [2.0, 0.5, 0.0],
+        }
+    )
+    same, _ = _feature_drift(previous, previous)
+    assert same == 0
+    moved = previous.assign(mean=[11.0, 3.0, 0.0])  # a: 0.5 sd, b: 4 sd
+    shift, detail = _feature_drift(moved, previous)
+    assert shift == 4.0 and "t.b" in detail
+    assert judge("features", "drift_vs_previous_run", shift).status == FAIL
+    assert math.isnan(_feature_drift(moved, previous.iloc[:0])[0])  # no earlier run
+
+
+def test_score_distribution_compares_shapes_with_the_previous_publish(tmp_path):
+    from recpipe.quality import _score_shift
+
+    wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    ensure_tables(wh)
+    day = date(2026, 10, 1)
+    rng = np.random.default_rng(0)
+    previous = pd.DataFrame(
+        {
+            "run_date": day - timedelta(days=1),
+            "user_id": [f"u{i // 10}" for i in range(2000)],
+            "rank": [i % 10 + 1 for i in range(2000)],
+            "item_id": [f"i{i}" for i in range(2000)],
+            "score": rng.normal(size=2000),
+            "model_version": "m",
+            "sources": "popularity",
+        }
+    )
+    wh.write_df(previous, "work", "previous")
+    wh.execute("insert into recpipe.recommendations select * from work.previous")
+    assert math.isnan(_score_shift(wh, "work.previous", day - timedelta(days=1))[0])
+
+    def shift(scores) -> float:
+        wh.write_df(previous.assign(run_date=day, score=scores), "work", "staged")
+        return _score_shift(wh, "work.staged", day)[0]
+
+    assert shift(previous["score"] * 7 + 3) < 0.05  # a rescaled model: same shape
+    assert shift(rng.normal(size=2000)) < 0.1  # another day, same model
+    assert shift(np.full(2000, 0.5)) == 1.0  # collapsed
+    assert shift(np.exp(3 * previous["score"])) > 0.3  # distorted
     wh.close()

@@ -75,21 +75,28 @@ def test_duplicate_events_in_one_file_load_once(wh, tmp_path):
         ("u1,i1,view,yesterday,s1,,", "event_ts is an ISO-8601 timestamp"),
         ("u1,i1,view,,s1,,", "event_ts is an ISO-8601 timestamp"),
         ("u1,i1,view,2999-01-01T00:00:00Z,s1,,", "event_ts is not in the future"),
-        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,0,", "quantity is a number >= 1"),
-        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,two,", "quantity is a number >= 1"),
+        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,0,", "quantity is an integer >= 1"),
+        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,two,", "quantity is an integer >= 1"),
+        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,-3,", "quantity is an integer >= 1"),
+        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,2.5,", "quantity is an integer >= 1"),
+        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,1e3,", "quantity is an integer >= 1"),
+        ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,1,abc", "price is a number >= 0"),
+        ('"u\x001",i1,view,2026-09-01T10:00:00Z,s1,,', "user_id has no control characters"),
+        ('u1,"i\n1",view,2026-09-01T10:00:00Z,s1,,', "item_id has no control characters"),
         ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,1,-5", "price is a number >= 0"),
         ("u1,i1,purchase,2026-09-01T10:00:00Z,s1,1,nan", "price is a number >= 0"),
         (f"{'u' * 300},i1,view,2026-09-01T10:00:00Z,s1,,", "user_id is at most 256"),
     ],
 )
 def test_a_bad_row_fails_the_whole_file_naming_the_rule(wh, tmp_path, line, rule):
+    ingest_events(wh, write(tmp_path, ["u9,i9,view,2026-08-01T00:00:00Z,,,"], "earlier.csv"))
     path = write(tmp_path, [*GOOD, line])
     with pytest.raises(IngestError) as err:
         ingest_events(wh, path)
     message = str(err.value)
     assert str(path) in message and rule in message and "1 bad row" in message
     assert "data row(s) 4" in message  # the example points at the broken row
-    assert count(wh, "events") == 0  # nothing of the batch is loaded
+    assert count(wh, "events") == 1  # nothing of the batch is loaded, nothing earlier lost
 
 
 def test_quarantine_loads_good_rows_and_keeps_bad_ones_with_reason(wh, tmp_path):
@@ -171,3 +178,80 @@ def test_future_is_judged_against_the_load_time(wh, tmp_path):
     path = write(tmp_path, ["u1,i1,view,2026-09-01T10:00:00Z,s1,,"])
     with pytest.raises(IngestError, match="future"):
         ingest_events(wh, path, loaded_at=datetime(2026, 8, 1, tzinfo=UTC))
+
+
+def test_wrongly_typed_parquet_columns_fail_and_typed_ones_load(wh, tmp_path):
+    typed = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["i1", "i2"],
+            "event_type": ["view", "purchase"],
+            "event_ts": pd.to_datetime(["2026-09-01 10:00", "2026-09-02 11:00"], utc=True),
+            "quantity": [1, 2],
+            "price": [1.5, 0.0],
+        }
+    )
+    typed.to_parquet(tmp_path / "typed.parquet")
+    assert ingest_events(wh, tmp_path / "typed.parquet").rows_loaded == 2
+
+    epoch = typed.assign(event_ts=[1_788_000_000, 1_788_100_000])  # seconds, not timestamps
+    epoch.to_parquet(tmp_path / "epoch.parquet")
+    with pytest.raises(IngestError, match="2 bad row.*event_ts is an ISO-8601 timestamp"):
+        ingest_events(wh, tmp_path / "epoch.parquet")
+    fractional = typed.assign(quantity=[1.0, 2.5])
+    fractional.to_parquet(tmp_path / "fractional.parquet")
+    with pytest.raises(IngestError, match="quantity is an integer"):
+        ingest_events(wh, tmp_path / "fractional.parquet")
+    assert count(wh, "events") == 2  # only the good file
+
+
+def test_malformed_files_are_clear_errors(wh, tmp_path):
+    ragged = write(tmp_path, [GOOD[0] + ",extra,fields,here", GOOD[1]], name="ragged.csv")
+    with pytest.raises(IngestError, match=r"ragged.csv: cannot be read as csv"):
+        ingest_events(wh, ragged)
+    garbage = tmp_path / "events.parquet"
+    garbage.write_bytes(b"PAR1 this is not parquet" * 10)
+    with pytest.raises(IngestError, match=r"events.parquet: cannot be read as parquet"):
+        ingest_events(wh, garbage)
+    header_only = write(tmp_path, [], name="header_only.csv")
+    with pytest.raises(IngestError, match="no data rows"):
+        ingest_events(wh, header_only)
+    assert count(wh, "events") == 0
+
+
+def test_odd_unicode_ids_are_kept_exactly(wh, tmp_path):
+    odd = [
+        "caf\u00e9",  # NFC
+        "cafe\u0301",  # NFD: looks the same, is a different id
+        "\u05e9\u05dc\u05d5\u05dd",  # right-to-left
+        "a\u200db",  # zero-width joiner
+        "\U0001f6d2\U0001f9fe",  # emoji outside the BMP
+        "  padded  ",  # surrounding spaces are trimmed, inner text kept
+    ]
+    lines = [f"{u},i1,view,2026-09-01T10:00:00Z,s1,," for u in odd]
+    path = tmp_path / "events.csv"
+    # a UTF-8 byte order mark, as spreadsheet exports write, must not hide the first column
+    path.write_text("\ufeff" + "\n".join([HEADER, *lines]) + "\n", encoding="utf-8")
+    assert ingest_events(wh, path).rows_loaded == len(odd)
+    users = set(wh.query_df("select user_id from raw.events")["user_id"])
+    assert users == {*odd[:-1], "padded"}
+
+
+def test_huge_free_text_loads_but_huge_ids_do_not(wh, tmp_path):
+    header = "item_id,category,brand,price,is_available"
+    long_text = "x" * 100_000
+    ingest_items(wh, write(tmp_path, [f"i1,{long_text},{long_text},1,true"], "items.csv", header))
+    assert wh.query_df("select length(category) as n from raw.items")["n"].iloc[0] == 100_000
+    with pytest.raises(IngestError, match="item_id is at most 256"):
+        ingest_items(wh, write(tmp_path, [f"{'i' * 257},a,b,1,true"], "items.csv", header))
+
+
+def test_catalog_quarantine_keeps_bad_rows_with_reason(wh, tmp_path):
+    header = "item_id,category,brand,price,is_available"
+    lines = ["i1,a,x,1,true", "i2,a,x,-4,true", "i3,a,x,2,sometimes"]
+    result = ingest_items(wh, write(tmp_path, lines, "items.csv", header), quarantine=True)
+    assert (result.rows_loaded, result.rows_rejected) == (1, 2)
+    rejected = wh.query_df("select item_id, reason from raw.rejected_items order by item_id")
+    assert rejected["item_id"].tolist() == ["i2", "i3"]
+    assert rejected["reason"].str.contains("price|is_available").all()
+    assert wh.query_df("select item_id from raw.items")["item_id"].tolist() == ["i1"]
