@@ -48,6 +48,8 @@ class Settings:
     bq_location: str = "US"
     bq_dataset_prefix: str = ""
     bq_api_endpoint: str | None = field(default=None, repr=False)
+    bq_credentials: str = "adc"
+    bq_maximum_bytes_billed: int | None = None
 
     @property
     def duckdb_path(self) -> Path:
@@ -61,15 +63,27 @@ class Settings:
     def airflow_home(self) -> Path:
         return self.home / "airflow"
 
+    @property
+    def dbt_target(self) -> str:
+        """The dbt target: the warehouse's name, or ``bigquery_emulator`` (a local endpoint)."""
+        if self.warehouse == "bigquery" and self.bq_api_endpoint:
+            return "bigquery_emulator"
+        return self.warehouse
+
     def dbt_env(self) -> dict[str, str]:
         """Environment variables read by dbt_project/profiles.yml."""
         env = {
             "RECPIPE_DUCKDB_PATH": str(self.duckdb_path),
-            "RECPIPE_DBT_TARGET": self.warehouse,
+            "RECPIPE_DBT_TARGET": self.dbt_target,
         }
         if self.bq_project:
             env["RECPIPE_BQ_PROJECT"] = self.bq_project
         env["RECPIPE_BQ_LOCATION"] = self.bq_location
+        env["RECPIPE_BQ_DATASET_PREFIX"] = self.bq_dataset_prefix
+        if self.bq_api_endpoint:
+            env["RECPIPE_BQ_API_ENDPOINT"] = self.bq_api_endpoint
+        if self.bq_maximum_bytes_billed:
+            env["RECPIPE_BQ_MAXIMUM_BYTES_BILLED"] = str(self.bq_maximum_bytes_billed)
         return env
 
 
@@ -81,6 +95,13 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError as err:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from err
+
+
+def _choice_env(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (os.environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
 
 def load_settings() -> Settings:
@@ -100,4 +121,6 @@ def load_settings() -> Settings:
         bq_location=os.environ.get("RECPIPE_BQ_LOCATION", "US"),
         bq_dataset_prefix=os.environ.get("RECPIPE_BQ_DATASET_PREFIX", ""),
         bq_api_endpoint=os.environ.get("RECPIPE_BQ_API_ENDPOINT") or None,
+        bq_credentials=_choice_env("RECPIPE_BQ_CREDENTIALS", ("adc", "airflow"), "adc"),
+        bq_maximum_bytes_billed=_int_env("RECPIPE_BQ_MAXIMUM_BYTES_BILLED", 50_000_000_000),
     )

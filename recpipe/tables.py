@@ -61,6 +61,24 @@ _DDL = {
         params varchar, features varchar, feature_importance varchar,
         validation_metrics varchar, baseline_metrics varchar, status varchar not null,
         artifact_path varchar""",
+    (PUBLISHED, "feature_profiles"): """
+        run_date date not null, run_id varchar not null, table_name varchar not null,
+        column_name varchar not null, row_count bigint, mean double, stddev double,
+        null_share double, out_of_range bigint, profiled_at timestamp""",
+    (PUBLISHED, "candidate_recall"): """
+        run_date date not null, run_id varchar not null, cutoff date not null,
+        source varchar not null, depth integer not null, recall double, users bigint,
+        computed_at timestamp""",
+}
+
+# BigQuery partitioning and clustering (DuckDB ignores it): the big tables are read and replaced
+# one date at a time, and looked up per user.
+_LAYOUT = {
+    (RAW, "events"): ("date(event_ts)", ("user_id", "item_id")),
+    (PUBLISHED, "recommendations"): ("run_date", ("user_id",)),
+    (PUBLISHED, "dq_results"): ("run_date", ("run_id",)),
+    (PUBLISHED, "candidate_recall"): ("run_date", ("run_id",)),
+    (PUBLISHED, "feature_profiles"): ("run_date", ("run_id",)),
 }
 
 
@@ -69,7 +87,8 @@ def ensure_tables(wh: Warehouse) -> None:
     for schema in (RAW, WORK, PUBLISHED):
         wh.execute(f"create schema if not exists {schema}")
     for (schema, name), columns in _DDL.items():
-        wh.execute(f"create table if not exists {wh.table(schema, name)} ({columns})")
+        partition_by, cluster_by = _LAYOUT.get((schema, name), (None, ()))
+        wh.create_table(schema, name, columns, partition_by=partition_by, cluster_by=cluster_by)
     recs = wh.table(PUBLISHED, "recommendations")
     wh.execute(
         f"create or replace view {wh.table(PUBLISHED, 'recommendations_latest')} as "

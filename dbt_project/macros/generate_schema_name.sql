@@ -5,8 +5,19 @@
 -#}
 {% macro generate_schema_name(custom_schema_name, node) -%}
     {%- if custom_schema_name is none -%}
-        {{ target.schema }}
+        {{ dataset_prefix() }}{{ target.schema }}
     {%- else -%}
-        {{ custom_schema_name | trim }}
+        {{ dataset_prefix() }}{{ custom_schema_name | trim }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro dataset_prefix() -%}
+    {#-
+        On BigQuery every recpipe dataset may carry a prefix (RECPIPE_BQ_DATASET_PREFIX, e.g.
+        `dev_` or one per test), the same one recpipe/warehouse.py puts in front of its names.
+    -#}
+    {%- if target.type == 'bigquery' -%}
+        {{ env_var('RECPIPE_BQ_DATASET_PREFIX', '') }}
     {%- endif -%}
 {%- endmacro %}
