@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,8 +18,14 @@ import pandas as pd
 
 from recpipe import ranker
 from recpipe.evaluation import candidate_recall, evaluate
-from recpipe.gates import GateFailed, enforce, judge
-from recpipe.quality import feature_checks, output_checks, raw_checks
+from recpipe.gates import FAIL, WARN, CheckResult, GateFailed, enforce, judge
+from recpipe.quality import (
+    feature_checks,
+    feature_profile,
+    output_checks,
+    raw_checks,
+    record_feature_profile,
+)
 from recpipe.settings import Settings, load_settings
 from recpipe.tables import PUBLISHED, ensure_tables
 from recpipe.warehouse import Warehouse, session
@@ -101,12 +107,28 @@ def _cutoffs(wh: Warehouse) -> dict[str, date]:
 
 
 def start_run(run: Run, settings: Settings | None = None) -> None:
-    """Create recpipe's tables if needed and record the run as running."""
+    """Create recpipe's tables if needed and record the run as running.
+
+    An earlier run of the same date still marked running was killed before it could close
+    (one run per date at a time): it is closed as failed. Should it still be alive (BigQuery
+    allows overlapping runs), its own publish sets it to success again.
+    """
     settings = settings or load_settings()
     with session(settings) as wh:
         ensure_tables(wh)
         table = wh.table(PUBLISHED, "pipeline_runs")
         with wh.transaction():
+            wh.execute(
+                f"update {table} set status = 'failed', finished_at = @now, "
+                "error = coalesce(error, @reason) "
+                "where run_date = @run_date and status = 'running' and run_id <> @run_id",
+                {
+                    "now": _now(),
+                    "reason": f"abandoned: never finished; superseded by run {run.run_id}",
+                    "run_date": run.run_date,
+                    "run_id": run.run_id,
+                },
+            )
             wh.execute(f"delete from {table} where run_id = @run_id", {"run_id": run.run_id})
             wh.execute(
                 f"insert into {table} (run_date, run_id, status, started_at, params) "
@@ -126,53 +148,80 @@ def check_raw(run: Run, settings: Settings | None = None) -> None:
 
 
 def check_features(run: Run, settings: Settings | None = None) -> None:
+    """Gate the feature tables at D; their profile is stored for the next runs' drift check."""
     with session(settings or load_settings()) as wh:
-        enforce(wh, run.run_date, run.run_id, feature_checks(wh, run.as_of_date))
+        ensure_tables(wh)
+        profile = feature_profile(wh, run.as_of_date)
+        record_feature_profile(wh, run.run_date, run.run_id, profile, _now())
+        enforce(wh, run.run_date, run.run_id, feature_checks(wh, run.as_of_date, profile))
 
 
-def generate_python_candidates(run: Run, settings: Settings | None = None) -> int:
-    """Implicit-ALS candidates for every cutoff of the run into ``candidates.cand_als``."""
-    from recpipe.candidates_python import als_candidates
-
-    settings = settings or load_settings()
+def _python_source_inputs(
+    wh: Warehouse, cutoff: date, settings: Settings
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Weighted (user, item) interactions before ``cutoff``, its active users, available items."""
     weight = (
         "case event_type "
         + " ".join(f"when '{t}' then {w}" for t, w in EVENT_WEIGHTS.items())
         + " else 1.0 end"
     )
-    frames = []
+    start = cutoff - timedelta(days=settings.active_days * 2)
+    params = {
+        "cutoff": cutoff,
+        # event_ts is a TIMESTAMP: BigQuery compares it with timestamps only, not with dates
+        "cutoff_ts": datetime(cutoff.year, cutoff.month, cutoff.day),
+        "start_ts": datetime(start.year, start.month, start.day),
+    }
+    interactions = wh.query_df(
+        f"""select user_id, item_id, sum({weight}) as weight
+            from staging.stg_shop__events
+            where event_ts < @cutoff_ts and event_ts >= @start_ts
+              and item_id in (select item_id from staging.stg_shop__items)
+            group by user_id, item_id""",
+        params,
+    )
+    users = wh.query_df(
+        "select user_id from intermediate.int_active_users where as_of_date = @cutoff "
+        "order by user_id",
+        params,
+    )["user_id"]
+    items = wh.query_df(
+        "select item_id from staging.stg_shop__items where is_available order by item_id"
+    )["item_id"]
+    return interactions, users.tolist(), items.tolist()
+
+
+def generate_python_candidates(run: Run, settings: Settings | None = None) -> int:
+    """Implicit-ALS and item-kNN candidates for every cutoff into ``candidates.cand_<source>``.
+
+    Both read the same point-in-time interactions (events before each cutoff, weighted by event
+    type). Returns the number of rows written over all Python sources.
+    """
+    from recpipe.candidates_python import als_candidates, item_knn_candidates
+
+    settings = settings or load_settings()
+    frames: dict[str, list[pd.DataFrame]] = {source: [] for source in ranker.PYTHON_SOURCES}
     with session(settings) as wh:
         for cutoff in sorted(_cutoffs(wh).values()):
-            params = {"cutoff": cutoff, "start": cutoff - timedelta(days=settings.active_days * 2)}
-            interactions = wh.query_df(
-                f"""select user_id, item_id, sum({weight}) as weight
-                    from staging.stg_shop__events
-                    where event_ts < @cutoff and event_ts >= @start
-                      and item_id in (select item_id from staging.stg_shop__items)
-                    group by user_id, item_id""",
-                params,
-            )
-            users = wh.query_df(
-                "select user_id from intermediate.int_active_users where as_of_date = @cutoff "
-                "order by user_id",
-                params,
-            )["user_id"]
-            items = wh.query_df(
-                "select item_id from staging.stg_shop__items where is_available order by item_id"
-            )["item_id"]
-            found = als_candidates(
-                interactions,
-                users.tolist(),
-                items.tolist(),
-                depth=settings.candidate_depth,
-                seed=settings.seed,
-            )
-            found.insert(0, "as_of_date", cutoff)
-            frames.append(found)
-        result = pd.concat(frames, ignore_index=True)
-        result["as_of_date"] = pd.to_datetime(result["as_of_date"]).dt.date
-        wh.write_df(result, "candidates", "cand_als")
-    return len(result)
+            interactions, users, items = _python_source_inputs(wh, cutoff, settings)
+            found = {
+                "als": als_candidates(
+                    interactions, users, items, depth=settings.candidate_depth, seed=settings.seed
+                ),
+                "knn": item_knn_candidates(
+                    interactions, users, items, depth=settings.candidate_depth
+                ),
+            }
+            for source, frame in found.items():
+                frame.insert(0, "as_of_date", cutoff)
+                frames[source].append(frame)
+        written = 0
+        for source, parts in frames.items():
+            result = pd.concat(parts, ignore_index=True)
+            result["as_of_date"] = pd.to_datetime(result["as_of_date"]).dt.date
+            wh.write_df(result, "candidates", f"cand_{source}")
+            written += len(result)
+    return written
 
 
 def _truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
@@ -187,9 +236,63 @@ def _truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
     return labels[["user_id", "item_id"]]
 
 
+UNION_SOURCE = "union"
+
+
+def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) -> dict[str, float]:
+    """Recall of each candidate source and of their union at ``depth`` on the window after
+    ``cutoff``; stored in ``recpipe.candidate_recall`` (this run's rows replaced).
+
+    Truth is ``_truth`` (purchases, or any event if the window has none) of every user with one,
+    so users the candidates miss entirely count as misses. Returns {source: recall, "union": ..}.
+    """
+    ensure_tables(wh)
+    truth = _truth(wh, cutoff)
+    recall: dict[str, float] = {}
+    found_all = []
+    for source in ranker.SOURCES:
+        found = wh.query_df(
+            f"select user_id, item_id from candidates.cand_{source} "
+            "where as_of_date = @c and rank <= @depth",
+            {"c": cutoff, "depth": depth},
+        )
+        found_all.append(found)
+        recall[source] = candidate_recall(found, truth) if len(truth) else math.nan
+    union = pd.concat(found_all).drop_duplicates()
+    recall[UNION_SOURCE] = candidate_recall(union, truth) if len(truth) else math.nan
+    rows = pd.DataFrame(
+        {
+            "run_date": run.run_date,
+            "run_id": run.run_id,
+            "cutoff": cutoff,
+            "source": list(recall),
+            "depth": depth,
+            "recall": list(recall.values()),
+            "users": truth["user_id"].nunique(),
+            "computed_at": _now(),
+        }
+    )
+    rows["depth"] = rows["depth"].astype("int32")
+    rows["users"] = rows["users"].astype("int64")
+    table = wh.table(PUBLISHED, "candidate_recall")
+    with wh.transaction():
+        wh.write_df(rows, "work", "candidate_recall_batch")
+        wh.execute(f"delete from {table} where run_id = @run_id", {"run_id": run.run_id})
+        wh.execute(
+            f"insert into {table} (run_date, run_id, cutoff, source, depth, recall, users, "
+            "computed_at) select run_date, run_id, cutoff, source, depth, recall, users, "
+            f"computed_at from {wh.table('work', 'candidate_recall_batch')}"
+        )
+    return recall
+
+
 def check_candidates(run: Run, settings: Settings | None = None) -> None:
-    """User coverage at D and union recall of the candidate sources on the validation window."""
-    with session(settings or load_settings()) as wh:
+    """User coverage at D and union recall of the candidate sources on the validation window.
+
+    Recall per source and of the union is also stored in ``recpipe.candidate_recall``.
+    """
+    settings = settings or load_settings()
+    with session(settings) as wh:
         cutoffs = _cutoffs(wh)
         coverage = wh.query_df(
             f"""
@@ -221,68 +324,177 @@ def check_candidates(run: Run, settings: Settings | None = None) -> None:
             )
         ]
         valid = cutoffs["valid"]
-        truth = _truth(wh, valid)
-        per_source = {}
-        union = []
-        for source in ranker.SOURCES:
-            found = wh.query_df(
-                f"select user_id, item_id from candidates.cand_{source} where as_of_date = @c",
-                {"c": valid},
-            )
-            union.append(found)
-            per_source[source] = candidate_recall(found, truth) if len(truth) else math.nan
-        recall = (
-            candidate_recall(pd.concat(union).drop_duplicates(), truth) if len(truth) else math.nan
-        )
-        detail = ", ".join(f"{s}={v:.3f}" for s, v in per_source.items())
+        recall = measure_candidate_recall(wh, run, valid, settings.candidate_depth)
+        union = recall.pop(UNION_SOURCE)
+        detail = ", ".join(f"{s}={v:.3f}" for s, v in recall.items())
         results.append(
             judge(
                 "candidates",
                 "union_recall_valid",
-                recall,
-                f"window from {valid}; per source: {detail}",
+                union,
+                f"window from {valid}, depth {settings.candidate_depth}; per source: {detail}",
             )
         )
         enforce(wh, run.run_date, run.run_id, results)
 
 
+# Baselines read straight from a candidate source's own ranking (name -> source).
+SOURCE_BASELINES = {"popularity": "popularity", "implicit_als": "als", "item_knn": "knn"}
+
+_PERSONAL_TOP_FREQUENCY_SQL = """
+    with personal as (
+        select events.user_id, events.item_id, sum(events.event_weight) as score
+        from intermediate.int_events_before_cutoffs events
+        inner join intermediate.int_active_users active
+            on active.as_of_date = events.as_of_date and active.user_id = events.user_id
+        inner join staging.stg_shop__items items on items.item_id = events.item_id
+        where events.as_of_date = @c and items.is_available
+        group by events.user_id, events.item_id
+    ),
+    popular as (
+        select user_id, item_id, -rank as score
+        from candidates.cand_popularity where as_of_date = @c and rank <= @k
+    ),
+    tiered as (
+        select user_id, item_id, 0 as tier, score from personal
+        union all
+        select user_id, item_id, 1 as tier, score from popular
+    ),
+    best as (
+        select *, row_number() over (partition by user_id, item_id order by tier) as n
+        from tiered
+    ),
+    ranked as (
+        select user_id, item_id,
+               row_number() over (partition by user_id order by tier, score desc, item_id)
+                   as rank
+        from best where n = 1
+    )
+    select * from ranked where rank <= @k
+"""
+
+
+def _baseline_recommendations(wh: Warehouse, valid: date) -> dict[str, pd.DataFrame]:
+    """Top-EVAL_K lists at the ``valid`` cutoff of each baseline (user_id, item_id, rank).
+
+    popularity, implicit ALS and item-kNN are their candidate sources' own rankings;
+    personal_top_frequency is the user's most interacted items (weighted by event type) before
+    the cutoff, filled up with global popularity.
+    """
+    params = {"c": valid, "k": EVAL_K}
+    lists = {
+        name: wh.query_df(
+            f"select user_id, item_id, rank from candidates.cand_{source} "
+            "where as_of_date = @c and rank <= @k",
+            params,
+        )
+        for name, source in SOURCE_BASELINES.items()
+    }
+    lists["personal_top_frequency"] = wh.query_df(_PERSONAL_TOP_FREQUENCY_SQL, params)
+    return lists
+
+
 def _evaluate_on_valid(
-    wh: Warehouse, booster, features: list[str], valid: date
+    wh: Warehouse, booster, features: list[str], valid: date, *, with_baselines: bool = True
 ) -> tuple[dict, dict]:
-    """Ranker and popularity baseline metrics at EVAL_K on the validation window."""
+    """Ranker and baseline metrics at EVAL_K on the validation window, on the same users.
+
+    Users: those with relevant items in the window among the users the ranker could serve.
+    Metrics: NDCG, recall, MAP, hit rate, catalog coverage, and recall split into items the
+    user purchased before the cutoff (repeat) and the rest (new).
+    """
     truth = _truth(wh, valid)
     frame = ranker.candidate_frame(wh, valid, with_labels=False)
     recommended = ranker.rank_candidates(frame, booster, features, EVAL_K)
     users = recommended["user_id"].unique()
     truth = truth[truth["user_id"].isin(users)]
-    items = int(wh.query_df("select count(*) as n from staging.stg_shop__items")["n"].iloc[0])
-    popularity = wh.query_df(
-        "select user_id, item_id, rank from candidates.cand_popularity "
-        "where as_of_date = @c and rank <= @k",
-        {"c": valid, "k": EVAL_K},
+    items = int(
+        wh.query_df("select count(*) as n from staging.stg_shop__items where is_available")[
+            "n"
+        ].iloc[0]
     )
-    metrics = evaluate(recommended, truth, EVAL_K, catalog_size=items)
-    baseline = {"popularity": evaluate(popularity, truth, EVAL_K, catalog_size=items)}
-    return metrics, baseline
+    repeat = wh.query_df(
+        "select distinct user_id, item_id from intermediate.int_events_before_cutoffs "
+        "where as_of_date = @c and event_type = 'purchase'",
+        {"c": valid},
+    )
+
+    def measure(recommendations: pd.DataFrame) -> dict:
+        return evaluate(
+            recommendations, truth, EVAL_K, catalog_size=max(items, 1), repeat_items=repeat
+        )
+
+    metrics = measure(recommended)
+    baselines = (
+        {name: measure(found) for name, found in _baseline_recommendations(wh, valid).items()}
+        if with_baselines
+        else {}
+    )
+    return metrics, baselines
 
 
 def _registry_champion(wh: Warehouse, as_of: date, since: date | None) -> pd.Series | None:
     """Newest champion trained for a date in (since, as_of]: point in time, never from later."""
     rows = wh.query_df(
         f"""select * from {wh.table(PUBLISHED, "model_registry")}
-            where status = 'champion' and as_of_date <= @as_of
-              and (@since is null or as_of_date > @since)
+            where status = 'champion' and as_of_date <= @as_of and as_of_date > @since
             order by as_of_date desc, trained_at desc limit 1""",
-        {"as_of": as_of, "since": since},
+        # date.min, not NULL: a NULL parameter has no type on BigQuery
+        {"as_of": as_of, "since": since if since is not None else date.min},
     )
     return None if rows.empty else rows.iloc[0]
+
+
+def _compare_with_champion(
+    wh: Warehouse, settings: Settings, as_of: date, version: str, metrics: dict, valid: date
+) -> tuple[str, pd.Series | None, dict]:
+    """Decide whether a new model may replace the champion, on the same validation window.
+
+    The champion considered is the newest one trained for a date <= ``as_of`` (point in time:
+    its training labels end before this run's validation window starts). The new model's
+    NDCG@EVAL_K divided by the champion's is judged against ``model.challenger_ndcg_vs_champion``
+    in gates.yml: below its fail level the newcomer is rejected and the champion keeps serving.
+    Returns (status of the new model, the champion row or None, the decision record).
+    """
+    champion = _registry_champion(wh, as_of, None)
+    key = f"ndcg@{EVAL_K}"
+    if champion is None or champion["model_version"] == version:
+        return "challenger", None, {"decision": "challenger", "reason": "no earlier champion"}
+    champion_version = str(champion["model_version"])
+    try:
+        booster, features = ranker.load(settings.models_dir / f"{champion_version}.txt")
+        champion_metrics, _ = _evaluate_on_valid(wh, booster, features, valid, with_baselines=False)
+    except (FileNotFoundError, ValueError) as err:
+        reason = f"champion {champion_version} cannot be evaluated ({err}); replaced"
+        return "challenger", None, {"decision": "challenger", "reason": reason}
+    new, old = float(metrics[key]), float(champion_metrics[key])
+    ratio = new / old if old > 0 else (math.inf if new > 0 else 1.0)
+    verdict = judge("model", "challenger_ndcg_vs_champion", ratio)
+    accepted = verdict.status != "fail"
+    record = {
+        "decision": "challenger" if accepted else "rejected",
+        "champion": champion_version,
+        f"champion_{key}": old,
+        f"challenger_{key}": new,
+        "ratio": ratio,
+        "tolerance_floor": verdict.threshold,
+        "reason": (
+            f"{key} {new:.4f} vs champion {champion_version} {old:.4f} on the window from "
+            f"{valid} (ratio {ratio:.3f}, floor {verdict.threshold})"
+            + ("" if accepted else "; the champion keeps serving")
+        ),
+    }
+    return ("challenger" if accepted else "rejected"), (None if accepted else champion), record
 
 
 def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
     """Train a LightGBM ranker (or reuse the champion, per ``retrain``) and evaluate it.
 
     Training uses the 'train' cutoff (labels end at the 'valid' cutoff, before D); metrics
-    come from the 'valid' window, which the model never saw. Returns the model version.
+    come from the 'valid' window, which the model never saw, beside the baselines on the same
+    users. A new model that is worse than the champion (trained for a date <= D) on that window,
+    beyond the configured tolerance, is recorded as rejected with the reason, and the champion's
+    version is returned instead. Returns the version that serves D.
     """
     settings = settings or load_settings()
     with session(settings) as wh:
@@ -291,10 +503,20 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
         if run.retrain != "always":
             since = None if run.retrain == "never" else as_of - timedelta(days=AUTO_RETRAIN_DAYS)
             champion = _registry_champion(wh, as_of, since)
+            unusable = None
             if champion is not None:
-                return str(champion["model_version"])
+                try:  # a champion whose artifact is gone or corrupt cannot serve
+                    ranker.load(settings.models_dir / f"{champion['model_version']}.txt")
+                    return str(champion["model_version"])
+                except (FileNotFoundError, ValueError) as err:
+                    unusable = str(err)
             if run.retrain == "never":
-                raise GateFailed(f"retrain=never but no champion model exists for {as_of}")
+                raise GateFailed(
+                    f"retrain=never but no usable champion model exists for {as_of}"
+                    + (f": {unusable}" if unusable else "")
+                )
+            if unusable:  # retrain=auto: train a replacement, saying why
+                print(f"champion not usable ({unusable}); training a new model")
         cutoffs = _cutoffs(wh)
         params = ranker.RankerParams(seed=settings.seed)
         trained = ranker.train(
@@ -308,6 +530,10 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
         metrics["early_stopping_ndcg@10"] = trained.early_stopping_ndcg
         metrics["best_iteration"] = trained.best_iteration
         metrics["train_users"] = trained.train_users
+        status, kept_champion, decision = _compare_with_champion(
+            wh, settings, as_of, version, metrics, cutoffs["valid"]
+        )
+        metrics["champion_decision"] = decision
         registry = wh.table(PUBLISHED, "model_registry")
         row = {
             "model_version": version,
@@ -322,7 +548,7 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
             "feature_importance": json.dumps(trained.importance),
             "validation_metrics": json.dumps(metrics),
             "baseline_metrics": json.dumps(baselines),
-            "status": "challenger",
+            "status": status,
             "artifact_path": str(path),
         }
         with wh.transaction():
@@ -332,7 +558,7 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
                 f"values ({', '.join('@' + c for c in row)})",
                 row,
             )
-    return version
+    return version if kept_champion is None else str(kept_champion["model_version"])
 
 
 def _model_row(wh: Warehouse, version: str) -> pd.Series:
@@ -370,6 +596,7 @@ def check_model(run: Run, version: str, settings: Settings | None = None) -> Non
                 lift,
                 f"{version}: ndcg@{EVAL_K} {ndcg:.4f} vs popularity {base:.4f}",
             ),
+            *_champion_comparison(wh, run.as_of_date),
         ]
         try:
             enforce(wh, run.run_date, run.run_id, results)
@@ -377,6 +604,25 @@ def check_model(run: Run, version: str, settings: Settings | None = None) -> Non
             _set_status(wh, version, "rejected", only_if="challenger")
             raise
         _set_status(wh, version, "champion", only_if="challenger")
+
+
+def _champion_comparison(wh: Warehouse, as_of: date) -> list[CheckResult]:
+    """The champion/challenger verdict of the model trained for D, if one was compared.
+
+    A rejected challenger does not stop the run (the champion serves), so its "fail" is
+    recorded as a warning with the reason.
+    """
+    rows = wh.query_df(
+        f"select validation_metrics from {wh.table(PUBLISHED, 'model_registry')} "
+        "where as_of_date = @d order by trained_at desc limit 1",
+        {"d": as_of},
+    )
+    metrics = json.loads(rows["validation_metrics"].iloc[0] or "{}") if len(rows) else {}
+    decision = metrics.get("champion_decision", {})
+    if "ratio" not in decision:
+        return []
+    verdict = judge("model", "challenger_ndcg_vs_champion", decision["ratio"], decision["reason"])
+    return [replace(verdict, status=WARN) if verdict.status == FAIL else verdict]
 
 
 def _set_status(wh: Warehouse, version: str, status: str, only_if: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -20,8 +21,15 @@ import pandas as pd
 
 from recpipe.warehouse import Warehouse
 
-SQL_SOURCES = ("popularity", "repurchase", "covisitation")
-PYTHON_SOURCES = ("als",)
+SQL_SOURCES = (
+    "popularity",
+    "category_popularity",
+    "repurchase",
+    "recent",
+    "covisitation",
+    "covisitation_purchase",
+)
+PYTHON_SOURCES = ("als", "knn")
 SOURCES = SQL_SOURCES + PYTHON_SOURCES
 KEY_COLUMNS = ("user_id", "item_id")
 FEATURE_DECIMALS = 9
@@ -226,8 +234,16 @@ def load(path: Path) -> tuple[lgb.Booster, list[str]]:
     """Load a saved model; a missing or corrupt artifact raises a clear error."""
     if not path.exists():
         raise FileNotFoundError(f"model artifact {path} is missing")
+    text = path.read_text()
+    # LightGBM's parser can crash the process (SIGSEGV) on a truncated model, so check first:
+    # versions end with the hash of the model text, and every complete model has its trailer.
+    named_hash = re.search(r"-([0-9a-f]{12})$", path.stem)
+    if named_hash and hashlib.sha256(text.encode()).hexdigest()[:12] != named_hash.group(1):
+        raise ValueError(f"model artifact {path} is corrupt: content does not match its hash")
+    if "end of trees" not in text:
+        raise ValueError(f"model artifact {path} is corrupt: truncated (no 'end of trees')")
     try:
-        booster = lgb.Booster(model_str=path.read_text())
+        booster = lgb.Booster(model_str=text)
     except lgb.basic.LightGBMError as err:
         raise ValueError(f"model artifact {path} is corrupt: {err}") from err
     return booster, booster.feature_name()
