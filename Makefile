@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint clean
+.PHONY: venv demo test test-fast lint clean airflow bqemulator
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,14 +20,25 @@ demo: venv
 	$(BIN)/recpipe demo
 
 ## Lint, then every test suite: fast unit/DAG tests and the slow end-to-end ones.
-test: venv lint
+test: venv bqemulator lint
 	$(BIN)/python -m pytest
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
 
+## A local Airflow on 127.0.0.1 (api-server, scheduler, dag-processor; AIRFLOW_HOME under
+## $(RECPIPE_HOME)/airflow): waits until recpipe_daily is parsed, prints URL and login. Ctrl-C stops.
+airflow: venv
+	$(BIN)/python -m recpipe.services up
+
+## The local BigQuery emulator's own venv (.venv-bqemu: bqemulator pins duckdb 1.5.5) used by
+## tests/bigquery; the tests create it too when it is missing.
+bqemulator: venv
+	$(BIN)/python -c "from tests.bigquery.conftest import ensure_emulator_venv as e; e()"
+
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf .recpipe dbt_project/target dbt_project/logs

@@ -15,7 +15,8 @@ stage uses only events before D:
    `publish__recommendations` swaps it into `recpipe.recommendations` atomically.
 
 A failed gate fails its task with a one-line reason; nothing is published and earlier
-outputs stay exactly as they were. One run at a time on DuckDB (single writer).
+outputs stay exactly as they were. One run at a time on DuckDB (single writer), every task in the
+one-slot pool `recpipe_warehouse`; backfills: Airflow's own (UI → Trigger → Backfill).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from airflow.sdk import Param, chain, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
 
+from recpipe.airflow_runner import dag_concurrency
 from recpipe.airflow_tasks import begin, dbt_vars_template, stage
 from recpipe.dbt_manifest import ensure_manifest
 from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
 
 RESOLVE = "run__resolve_params"
+# DuckDB: one run at a time, every task in a one-slot pool; BigQuery: one run, tasks in parallel.
+CONCURRENCY = dag_concurrency(load_settings())
 
 
 @dag(
@@ -39,10 +43,15 @@ RESOLVE = "run__resolve_params"
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=CONCURRENCY["max_active_runs"],
     doc_md=__doc__,
     tags=["recpipe", "recommendations", "dbt", "lightgbm"],
-    default_args={"owner": "personalization", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "personalization",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "pool": CONCURRENCY["pool"],
+    },
     params={
         "k": Param(
             20,
@@ -87,7 +96,7 @@ def recpipe_daily():
         ),
         profile_config=ProfileConfig(
             profile_name="recpipe",
-            target_name=settings.warehouse,
+            target_name=settings.dbt_target,
             profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
         ),
         execution_config=ExecutionConfig(

@@ -17,6 +17,23 @@ from typing import Any
 from recpipe.settings import DAGS_DIR, PLUGINS_DIR, Settings
 
 DAG_ID = "recpipe_daily"
+WAREHOUSE_POOL = "recpipe_warehouse"
+# One run at a time on BigQuery too: every run rebuilds the dbt tables (all three cutoffs of its
+# own date) and reuses work tables by name, so two dates at once would read each other's rows.
+# The tasks of a run do run in parallel there (Airflow's default pool, dbt threads 4).
+BIGQUERY_MAX_ACTIVE_RUNS = 1
+
+
+def dag_concurrency(settings: Settings) -> dict[str, Any]:
+    """How many runs and tasks of ``recpipe_daily`` may run at once on this warehouse.
+
+    DuckDB has a single writer and the dbt models are rebuilt by every run: one run at a time,
+    and every task in a one-slot pool, so two tasks (LocalExecutor runs several) never open the
+    file together. BigQuery: one run, its tasks in parallel in Airflow's default pool.
+    """
+    if settings.warehouse == "duckdb":
+        return {"max_active_runs": 1, "pool": WAREHOUSE_POOL}
+    return {"max_active_runs": BIGQUERY_MAX_ACTIVE_RUNS, "pool": "default_pool"}
 
 
 @dataclass
@@ -70,6 +87,21 @@ def configure_airflow(settings: Settings) -> None:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
             raise RuntimeError(f"airflow db migrate failed: {' '.join(tail)}")
         open(marker, "w").close()
+    if settings.warehouse == "duckdb":
+        _ensure_pool()
+
+
+def _ensure_pool() -> None:
+    """The one-slot pool every task of the DAG runs in on DuckDB (see :func:`dag_concurrency`)."""
+    from airflow.models.pool import Pool
+
+    if Pool.get_pool(WAREHOUSE_POOL) is None:
+        Pool.create_or_update_pool(
+            name=WAREHOUSE_POOL,
+            slots=1,
+            description="recpipe: one task at a time touches the DuckDB file (single writer)",
+            include_deferred=False,
+        )
 
 
 def load_dag():

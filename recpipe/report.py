@@ -1,125 +1,265 @@
-"""``recpipe report``: a static HTML page with the runs, gates and metrics, for people without
-Airflow. Plots are matplotlib PNGs embedded in the page, so the file stands alone."""
+"""What operators look at: recent runs, gate results, ranker vs baseline metrics over time,
+candidate recall and a sample of the latest recommendations, read from the warehouse.
+
+Two front ends share this module: ``recpipe report`` writes a static HTML file (for people
+without Airflow), and the Airflow plugin (``plugins/recpipe_plugin.py``) serves the same page
+inside the Airflow UI. Plots are matplotlib PNGs embedded as data URIs, so a page stands alone.
+Plots use matplotlib's object API (no pyplot): the plugin renders in several threads.
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from recpipe.settings import Settings
-from recpipe.tables import ensure_tables
-from recpipe.warehouse import session
+from recpipe.tables import PUBLISHED, ensure_tables
+from recpipe.warehouse import DuckDBWarehouse, Warehouse, WarehouseBusyError, connect, session
+
+METRICS = ("ndcg@10", "recall@10")
+RECENT_RUNS = 30
+SAMPLE_USERS = 3
+SAMPLE_RANKS = 5
+
+
+class WarehouseNotReadyError(RuntimeError):
+    """There is no warehouse to read yet (nothing ingested or run)."""
+
+
+class _ReadOnlyDuckDB(DuckDBWarehouse):
+    """A read-only connection: never takes the writer's lock, never creates anything."""
+
+    def __init__(self, path: str, *, lock_timeout_s: float = 10.0) -> None:  # noqa: D107
+        import duckdb
+
+        self.path = path
+        deadline = time.monotonic() + lock_timeout_s
+        while True:
+            try:
+                self._con = duckdb.connect(path, read_only=True)
+                break
+            except duckdb.IOException as err:
+                if "lock" not in str(err).lower() or time.monotonic() >= deadline:
+                    raise WarehouseBusyError(
+                        f"warehouse {path} is being written by a run; try again shortly"
+                    ) from err
+                time.sleep(0.5)
+        self._con.execute("set timezone = 'UTC'")
+
+
+@contextlib.contextmanager
+def read_only_session(settings: Settings) -> Iterator[Warehouse]:
+    """Open the warehouse for reading only (DuckDB: ``read_only=True``) and always close it.
+
+    DuckDB refuses a read-only connection in a process that also holds a read-write one, so use
+    this only in processes that never write (the Airflow api-server).
+    """
+    if settings.warehouse == "duckdb":
+        if not settings.duckdb_path.exists():
+            raise WarehouseNotReadyError(f"no warehouse at {settings.duckdb_path} yet")
+        wh: Warehouse = _ReadOnlyDuckDB(str(settings.duckdb_path))
+    else:
+        wh = connect(settings)
+    try:
+        yield wh
+    finally:
+        wh.close()
+
+
+def collect(wh: Warehouse) -> dict[str, pd.DataFrame]:
+    """Everything the page shows, as DataFrames (empty ones when a table does not exist yet)."""
+    present = {
+        name: wh.table_exists(PUBLISHED, name)
+        for name in ("pipeline_runs", "dq_results", "model_registry", "recommendations")
+    }
+
+    def read(table: str, sql: str) -> pd.DataFrame:
+        return wh.query_df(sql) if present[table] else pd.DataFrame()
+
+    return {
+        "runs": read(
+            "pipeline_runs",
+            "select run_date, run_id, status, started_at, finished_at, model_version, users, "
+            f"rows, error from recpipe.pipeline_runs order by started_at desc limit {RECENT_RUNS}",
+        ),
+        "gate_summary": read(
+            "dq_results",
+            "select run_date, run_id, count(*) filter (where status = 'pass') as passed, "
+            "count(*) filter (where status = 'warn') as warned, "
+            "count(*) filter (where status = 'fail') as failed, "
+            "string_agg(case when status <> 'pass' then stage || '.' || check_name end, ', ') "
+            "as not_passed, max(checked_at) as checked_at "
+            "from recpipe.dq_results group by run_date, run_id "
+            f"order by checked_at desc limit {RECENT_RUNS}",
+        ),
+        "gates": read(
+            "dq_results",
+            "select run_date, stage, check_name, status, observed, threshold, details "
+            "from recpipe.dq_results where run_id = (select run_id from recpipe.dq_results "
+            "order by checked_at desc limit 1) order by stage, check_name",
+        ),
+        "models": read(
+            "model_registry",
+            "select model_version, as_of_date, trained_at, status, validation_metrics, "
+            "baseline_metrics from recpipe.model_registry order by as_of_date, trained_at",
+        ),
+        "recall": read(
+            "dq_results",
+            "select run_date, max(observed) as observed, max(threshold) as threshold "
+            "from recpipe.dq_results where check_name = 'union_recall_valid' "
+            "group by run_date order by run_date",
+        ),
+        "sample": read(
+            "recommendations",
+            "select run_date, user_id, rank, item_id, round(score, 4) as score, model_version, "
+            "sources from recpipe.recommendations_latest where user_id in (select distinct "
+            f"user_id from recpipe.recommendations_latest order by user_id limit {SAMPLE_USERS})"
+            f" and rank <= {SAMPLE_RANKS} order by user_id, rank",
+        ),
+    }
+
+
+def metrics_frame(models: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: its as-of date and each metric for the ranker and for popularity."""
+    rows = []
+    # A retrain can reproduce an existing version (deterministic training): show it once.
+    models = models.drop_duplicates("model_version", keep="last")
+    for _, model in models.iterrows():
+        ranker = json.loads(model["validation_metrics"] or "{}")
+        baseline = json.loads(model["baseline_metrics"] or "{}").get("popularity", {})
+        row = {"model_version": model["model_version"], "as_of_date": model["as_of_date"]}
+        for metric in METRICS:
+            row[f"ranker {metric}"] = ranker.get(metric)
+            row[f"popularity {metric}"] = baseline.get(metric)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _png(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _metrics_plot(models: pd.DataFrame) -> str:
-    import matplotlib
+def _metrics_plot(metrics: pd.DataFrame) -> str:
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    dates = pd.to_datetime(models["as_of_date"])
-    for axis, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
-        ranker = [json.loads(m).get(metric) for m in models["validation_metrics"]]
-        popularity = [json.loads(b)["popularity"].get(metric) for b in models["baseline_metrics"]]
-        axis.plot(dates, ranker, marker="o", label="LightGBM ranker")
-        axis.plot(dates, popularity, marker="s", label="popularity baseline")
-        axis.set_title(f"{metric.upper()} on the validation week")
+    fig = Figure(figsize=(10, 3.2))
+    axes = fig.subplots(1, 2)
+    dates = pd.to_datetime(metrics["as_of_date"])
+    for axis, metric in zip(axes, METRICS, strict=True):
+        axis.plot(dates, metrics[f"ranker {metric}"], marker="o", label="LightGBM ranker")
+        axis.plot(dates, metrics[f"popularity {metric}"], marker="s", label="popularity baseline")
+        axis.set_title(f"{metric.upper()} on the validation week, per model")
         axis.set_ylim(bottom=0)
         axis.tick_params(axis="x", rotation=30)
     axes[0].legend()
-    encoded = _png(fig)
-    plt.close(fig)
-    return encoded
+    return _png(fig)
 
 
 def _recall_plot(recall: pd.DataFrame) -> str:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    axis = fig.subplots()
     axis.plot(pd.to_datetime(recall["run_date"]), recall["observed"], marker="o")
     axis.axhline(recall["threshold"].iloc[-1], color="red", linestyle="--", label="fail floor")
     axis.set_title("Candidate union recall (validation week)")
     axis.set_ylim(0, 1)
     axis.legend()
     axis.tick_params(axis="x", rotation=30)
-    encoded = _png(fig)
-    plt.close(fig)
-    return encoded
+    return _png(fig)
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, escape=True, border=0, na_rep="")
+def _table(frame: pd.DataFrame, css_class: str) -> str:
+    if frame.empty:
+        return "<p class='empty'>nothing yet</p>"
+    return frame.to_html(index=False, escape=True, border=0, na_rep="", classes=css_class)
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}"
+    "td,th{padding:2px 8px;border-bottom:1px solid #ddd;font-size:13px;text-align:left}"
+    "h2{margin-top:1.4em}.empty{color:#777}.note{color:#555;font-size:13px}"
+)
+
+
+def render_body(data: dict[str, pd.DataFrame]) -> str:
+    """The sections of the page (HTML), from :func:`collect`'s frames."""
+    parts = ["<h2 id='runs'>Recent runs</h2>", _table(data["runs"], "runs")]
+    parts += [
+        "<h2 id='gates'>Gate results per run</h2>",
+        _table(data["gate_summary"], "gate-summary"),
+        "<h3>Checks of the latest run</h3>",
+        _table(data["gates"], "gates"),
+    ]
+    parts.append("<h2 id='metrics'>Ranker vs popularity baseline</h2>")
+    if data["models"].empty:
+        parts.append("<p class='empty'>no model trained yet</p>")
+    else:
+        metrics = metrics_frame(data["models"])
+        parts += [
+            f"<img id='metrics-plot' alt='ranker and baseline metrics per model' "
+            f"src='data:image/png;base64,{_metrics_plot(metrics)}'>",
+            _table(
+                metrics.merge(
+                    data["models"][["model_version", "status"]].drop_duplicates(
+                        "model_version", keep="last"
+                    ),
+                    on="model_version",
+                ),
+                "metrics",
+            ),
+        ]
+    parts.append("<h2 id='recall'>Candidate recall</h2>")
+    if data["recall"].empty:
+        parts.append("<p class='empty'>no candidate gate has run yet</p>")
+    else:
+        parts += [
+            "<p class='note'>Share of the validation week's purchases that any candidate source "
+            "proposed (gate check <code>union_recall_valid</code>); the ranker cannot recover "
+            "what no source proposed.</p>",
+            f"<img id='recall-plot' alt='candidate recall per run date' "
+            f"src='data:image/png;base64,{_recall_plot(data['recall'])}'>",
+        ]
+    parts += [
+        "<h2 id='sample'>Sample of the latest published recommendations</h2>",
+        _table(data["sample"], "sample"),
+    ]
+    return "\n".join(parts)
+
+
+def render_page(data: dict[str, pd.DataFrame], settings: Settings, note: str = "") -> str:
+    """A whole HTML page."""
+    where = settings.warehouse + (
+        f" ({settings.duckdb_path})" if settings.warehouse == "duckdb" else ""
+    )
+    return "\n".join(
+        [
+            "<!doctype html><meta charset='utf-8'><title>recpipe</title>",
+            f"<style>{STYLE}</style>",
+            "<h1>recpipe — daily recommendations</h1>",
+            f"<p class='note'>Warehouse: {html.escape(where)}. {html.escape(note)}</p>",
+            render_body(data),
+        ]
+    )
 
 
 def write_report(settings: Settings, out: Path) -> Path:
     """Write the report to ``out`` (atomically) and return its path."""
     with session(settings) as wh:
         ensure_tables(wh)
-        runs = wh.query_df(
-            "select run_date, run_id, status, started_at, finished_at, "
-            "model_version, users, rows, error from recpipe.pipeline_runs "
-            "order by started_at desc limit 30"
-        )
-        gates = wh.query_df(
-            "select run_date, stage, check_name, status, observed, threshold, "
-            "details from recpipe.dq_results where run_id = (select run_id "
-            "from recpipe.pipeline_runs order by started_at desc limit 1) "
-            "order by stage, check_name"
-        )
-        models = wh.query_df("select * from recpipe.model_registry order by as_of_date")
-        recall = wh.query_df(
-            "select run_date, observed, threshold from recpipe.dq_results "
-            "where check_name = 'union_recall_valid' order by run_date"
-        )
-        sample = wh.query_df(
-            "select * from recpipe.recommendations_latest "
-            "where user_id in (select distinct user_id from "
-            "recpipe.recommendations_latest order by user_id limit 3) "
-            "and rank <= 5 order by user_id, rank"
-        )
-    parts = [
-        "<!doctype html><meta charset='utf-8'><title>recpipe report</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{padding:2px 8px;border-bottom:1px solid #ddd;font-size:13px}"
-        ".fail{color:#b00}</style>",
-        "<h1>recpipe report</h1><h2>Recent runs</h2>",
-        _table(runs),
-    ]
-    if not models.empty:
-        parts += [
-            "<h2>Ranker vs popularity</h2>",
-            f"<img alt='metrics per model' src='data:image/png;base64,{_metrics_plot(models)}'>",
-            _table(models[["model_version", "as_of_date", "status"]]),
-        ]
-    if not recall.empty:
-        parts += [
-            "<h2>Candidate recall</h2>",
-            f"<img alt='candidate recall' src='data:image/png;base64,{_recall_plot(recall)}'>",
-        ]
-    parts += [
-        "<h2>Gates of the latest run</h2>",
-        _table(gates),
-        "<h2>Sample of the latest recommendations</h2>",
-        _table(sample),
-        f"<p>Warehouse: {html.escape(settings.warehouse)}</p>",
-    ]
+        data = collect(wh)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("\n".join(parts))
+    tmp.write_text(render_page(data, settings))
     tmp.replace(out)
     return out

@@ -118,6 +118,14 @@ def test_schedule_params_retries_tags(dag):
     assert dag.get_task("run__record_failure").trigger_rule == "one_failed"
 
 
+def test_duckdb_runs_one_task_at_a_time_in_the_warehouse_pool(dag):
+    # LocalExecutor runs several tasks at once; DuckDB allows one writer and dbt-duckdb does not
+    # wait for the lock, so every task, dbt ones included, shares a one-slot pool.
+    pools = {task.task_id: task.pool for task in dag.tasks}
+    assert set(pools.values()) == {"recpipe_warehouse"}, pools
+    assert dag.max_active_runs == 1
+
+
 def test_dag_file_only_wires():
     source = Path(DAGS_DIR / "recpipe_daily.py").read_text()
     for heavy in ("import lightgbm", "import pandas", "import duckdb", "import implicit"):
