@@ -21,7 +21,7 @@ demo: venv
 
 ## Lint, then every test suite: fast unit/DAG tests and the slow end-to-end ones.
 test: venv bqemulator lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"

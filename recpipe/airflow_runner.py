@@ -18,8 +18,10 @@ from recpipe.settings import DAGS_DIR, PLUGINS_DIR, Settings
 
 DAG_ID = "recpipe_daily"
 WAREHOUSE_POOL = "recpipe_warehouse"
-# One run at a time on BigQuery too: every run rebuilds the dbt tables (all three cutoffs of its
-# own date) and reuses work tables by name, so two dates at once would read each other's rows.
+# One run at a time on BigQuery too: the dbt feature/candidate tables keep one partition per
+# cutoff (a run replaces only its own), but the run's cutoffs (intermediate.int_cutoffs), dbt's
+# scratch tables, the Python candidate tables and the work.* batches are shared by name, so two
+# dates at once would still read each other's rows.
 # The tasks of a run do run in parallel there (Airflow's default pool, dbt threads 4).
 BIGQUERY_MAX_ACTIVE_RUNS = 1
 
@@ -27,7 +29,7 @@ BIGQUERY_MAX_ACTIVE_RUNS = 1
 def dag_concurrency(settings: Settings) -> dict[str, Any]:
     """How many runs and tasks of ``recpipe_daily`` may run at once on this warehouse.
 
-    DuckDB has a single writer and the dbt models are rebuilt by every run: one run at a time,
+    DuckDB has a single writer and every run rewrites the dbt tables: one run at a time,
     and every task in a one-slot pool, so two tasks (LocalExecutor runs several) never open the
     file together. BigQuery: one run, its tasks in parallel in Airflow's default pool.
     """

@@ -1,5 +1,7 @@
 -- Labels exist only for the train and valid cutoffs: the serve cutoff's future is unknown.
--- Fails with each label row whose cutoff is not a train or valid cutoff of the run.
+-- Fails with each label row at one of this run's cutoffs that is not its train or valid cutoff.
+-- (int_labels keeps other runs' partitions; this run replaced all three of its own, writing
+-- nothing for serve: see macros/cross_db/cutoff_partitions.sql.)
 
 with
 
@@ -20,9 +22,9 @@ final as (
     select labels.*
 
     from labels
-    left join cutoffs
+    inner join cutoffs
         on labels.as_of_date = cutoffs.as_of_date
-    where cutoffs.role is null or cutoffs.role not in ('train', 'valid')
+    where cutoffs.role not in ('train', 'valid')
 
 )
 

@@ -26,7 +26,9 @@ items as (
 
 user_item_features as (
 
+    -- this run's partitions (the table keeps other runs' too)
     select * from {{ ref('fct_user_item_features') }}
+    where as_of_date in (select as_of_date from {{ ref('int_cutoffs') }})
 
 ),
 

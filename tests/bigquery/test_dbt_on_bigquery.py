@@ -13,6 +13,7 @@ import pytest
 from recpipe.ingest import ingest_events, ingest_items, ingest_users
 from recpipe.settings import DBT_PROJECT_DIR, Settings, dbt_executable
 from recpipe.warehouse import session
+from tests.partitions import assert_only_own_partitions_replaced, build_twice_around_the_next_day
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +69,22 @@ def test_dbt_build_on_the_bigquery_target(bq_settings, tiny_shop, tmp_path):
             found = wh.client.get_table(wh._table_id(dataset, table))
             assert found.time_partitioning is not None
             assert found.time_partitioning.field == "as_of_date"
+
+
+def test_a_build_replaces_only_its_own_cutoffs_partitions_on_bigquery(
+    bq_settings, tiny_shop, tmp_path
+):
+    """insert_overwrite with static partitions (this run's cutoffs): building D, then D+1, then
+    D again leaves D's partitions identical and D+1's untouched."""
+    with session(bq_settings) as wh:
+        ingest_items(wh, tiny_shop.files["items"])
+        ingest_users(wh, tiny_shop.files["users"])
+        ingest_events(wh, tiny_shop.files["events"])
+
+    def build(day) -> None:
+        done = dbt_build(bq_settings, day.isoformat(), tmp_path)
+        assert done.returncode == 0, done.stdout[-4000:]
+
+    as_of = tiny_shop.end_date - timedelta(days=2)
+    first, second, third = build_twice_around_the_next_day(build, bq_settings, as_of)
+    assert_only_own_partitions_replaced(first, second, third, as_of)

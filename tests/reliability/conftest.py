@@ -56,7 +56,7 @@ def published(settings: Settings, run_date: date | None = None, view: str = "rec
         )
 
 
-def dbt_build(settings: Settings, as_of: date) -> None:
+def dbt_build(settings: Settings, as_of: date, *args: str) -> None:
     """``dbt build`` of the whole project for ``as_of`` on the settings' warehouse."""
     env = {
         **os.environ,
@@ -77,6 +77,7 @@ def dbt_build(settings: Settings, as_of: date) -> None:
             str(work / "logs"),
             "--vars",
             json.dumps({"as_of": as_of.isoformat()}),
+            *args,
         ],
         env=env,
         capture_output=True,

@@ -5,11 +5,18 @@ date; LightGBM retrained on the same data is the same model; awkward ids are ser
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
+from recpipe.ingest import ingest_events, ingest_items, ingest_users
 from recpipe.settings import load_settings
 from recpipe.warehouse import session
+from tests.partitions import (
+    assert_only_own_partitions_replaced,
+    build_twice_around_the_next_day,
+    partition_digests,
+)
 
 from .conftest import (
     ODD_USERS,
@@ -69,3 +76,22 @@ def test_sql_formula_and_unicode_ids_and_a_one_event_user_are_served_as_data(
         events = wh.query_df("select count(*) as n from raw.events")["n"].iloc[0]
     assert {"events", "items", "users"} <= set(tables["table_name"])  # nothing was dropped
     assert events > 0
+
+
+def test_a_dbt_build_replaces_only_its_own_cutoffs_partitions(tiny_shop, tmp_path):
+    """Features, candidates and the per-cutoff intermediates are incremental: building D, then
+    D+1, then D again leaves D's partitions identical and D+1's untouched; a full refresh keeps
+    D's cutoffs only, with the same rows."""
+    settings = replace(load_settings(), home=tmp_path / "home")
+    with session(settings) as wh:
+        ingest_items(wh, tiny_shop.files["items"])
+        ingest_users(wh, tiny_shop.files["users"])
+        ingest_events(wh, tiny_shop.files["events"])
+    as_of = tiny_shop.end_date - timedelta(days=2)
+    first, second, third = build_twice_around_the_next_day(
+        lambda day: dbt_build(settings, day), settings, as_of
+    )
+    assert_only_own_partitions_replaced(first, second, third, as_of)
+
+    dbt_build(settings, as_of, "--full-refresh")
+    assert partition_digests(settings) == first

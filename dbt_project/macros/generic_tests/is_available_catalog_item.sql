@@ -4,8 +4,15 @@
 -#}
 {% test is_available_catalog_item(model, column_name, to, field='item_id', available_field='is_available') %}
 
+with child as (
+
+    {#- a CTE, not `{{ model }} as child`: with a `where` config the model is an aliased subquery #}
+    select * from {{ model }}
+
+)
+
 select child.*
-from {{ model }} as child
+from child
 left join {{ to }} as catalog
     on child.{{ column_name }} = catalog.{{ field }}
 where

@@ -5,8 +5,15 @@
 -#}
 {% test relationships_composite(model, to, columns) %}
 
+with child as (
+
+    {#- a CTE, not `{{ model }} as child`: with a `where` config the model is an aliased subquery #}
+    select * from {{ model }}
+
+)
+
 select child.*
-from {{ model }} as child
+from child
 where
     {% for column in columns -%}
     child.{{ column }} is not null

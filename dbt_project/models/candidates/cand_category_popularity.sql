@@ -9,7 +9,7 @@
     still gets the global popularity source; this source widens their set as soon as they have
     one event on a categorised item.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set categories_per_user = 3 -%}
 {%- set decay_days = 30.0 -%}
@@ -19,6 +19,7 @@ with
 active_users as (
 
     select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 

@@ -4,7 +4,7 @@
     neighbour share / position, where neighbour share is the co-visitation weight normalised over
     the item's top neighbours (int_item_covisitation_pairs). Items the user already saw are kept.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set recent_items_per_user = 20 -%}
 
@@ -13,6 +13,7 @@ with
 active_users as (
 
     select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 
@@ -31,6 +32,7 @@ events as (
 covisitation_pairs as (
 
     select * from {{ ref('int_item_covisitation_pairs') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 

@@ -5,7 +5,7 @@
     and sum, over them, neighbour share / position, where neighbour share is the pair's weight
     normalised over the item's top neighbours. Items the user already bought are kept.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set recent_items_per_user = 20 -%}
 
@@ -14,6 +14,7 @@ with
 active_users as (
 
     select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 
@@ -32,6 +33,7 @@ events as (
 covisitation_pairs as (
 
     select * from {{ ref('int_cand_item_purchase_pairs') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 

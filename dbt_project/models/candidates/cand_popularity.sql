@@ -4,7 +4,7 @@
     before the cutoff; its fractional part (whole-history weighted count / (max + 1), < 1)
     breaks ties by longer-term popularity, which is the fallback when the last 7 days are quiet.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 
 with
@@ -12,6 +12,7 @@ with
 active_users as (
 
     select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 

@@ -4,7 +4,7 @@
     last session dominates. At a cutoff whose history holds no view or cart at all (e.g. a
     purchases-only log) every event type counts instead, so the source is never empty there.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set recent_days = 14 -%}
 {%- set decay_days = 2.0 -%}
@@ -14,6 +14,7 @@ with
 active_users as (
 
     select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 

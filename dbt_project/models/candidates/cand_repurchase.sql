@@ -3,7 +3,7 @@
     sum over those events of event weight x exp(-age_days / 14). At a cutoff whose history holds
     no purchase or cart at all (e.g. a views-only log) every event type counts instead.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set decay_days = 14.0 -%}
 
@@ -12,6 +12,7 @@ with
 active_users as (
 
     select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 

@@ -4,7 +4,7 @@
     from the current catalog snapshot (the shop does not keep their history), so for the train
     and valid cutoffs they are as of the last ingest, not as of the cutoff.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['item_id'])) }}
+{{ config(**incremental_by_cutoff(['item_id'])) }}
 {%- set windows = [
     ('1d', 'is_within_1_day'),
     ('7d', 'is_within_7_days'),

@@ -3,7 +3,7 @@
     active user; counts are 0 and "days since" / averages / ratios are NULL when there is
     nothing to measure (e.g. a log of purchases only has no views to convert).
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set windows = [
     ('1d', 'is_within_1_day'),
     ('7d', 'is_within_7_days'),
@@ -17,6 +17,7 @@ with
 active_users as (
 
     select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
 
 ),
 

@@ -3,7 +3,7 @@
     row per (user, catalog item) pair with at least one event in the history window; pairs on
     items missing from the catalog are left out (they are never candidates).
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id', 'item_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id', 'item_id'])) }}
 {%- set windows = [
     ('7d', 'is_within_7_days'),
     ('30d', 'is_within_30_days'),

@@ -3,7 +3,7 @@
     candidates and features. Read from staging (not int_events_before_cutoffs) so that the
     activity window is not clipped when active_days > history_days.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id'])) }}
 {%- set active_days = positive_int_var('active_days') -%}
 
 with

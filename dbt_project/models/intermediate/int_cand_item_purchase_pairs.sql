@@ -7,6 +7,7 @@
     Cost: each user is capped at their last `max_items_per_user` distinct items (seeds) and
     purchases, so the self-join is at most users x 30 x 30 per cutoff.
 -#}
+{{ config(**incremental_by_cutoff(['item_id'])) }}
 {%- set max_items_per_user = 30 -%}
 {%- set neighbours_per_item = 20 -%}
 

@@ -8,6 +8,7 @@
     Neighbours are restricted to available catalog items (they are what gets recommended); the
     item a user saw may be any item.
 -#}
+{{ config(**incremental_by_cutoff(['item_id'])) }}
 {%- set max_events_per_session = 30 -%}
 {%- set neighbours_per_item = 20 -%}
 

@@ -4,7 +4,7 @@
     only ever scores catalog items). Users are not restricted to the cutoff's active users, so
     recall can count purchases of users the candidates missed.
 -#}
-{{ config(**bigquery_layout('as_of_date', ['user_id', 'item_id'])) }}
+{{ config(**incremental_by_cutoff(['user_id', 'item_id'])) }}
 
 with
 
