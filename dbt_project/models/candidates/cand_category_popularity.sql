@@ -10,7 +10,6 @@
     one event on a categorised item.
 -#}
 {{ config(**incremental_by_cutoff(['user_id'])) }}
-{%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set categories_per_user = 3 -%}
 {%- set decay_days = 30.0 -%}
 
@@ -139,30 +138,9 @@ scored_pairs as (
 
 ),
 
-ranked_pairs as (
-
-    select
-        *,
-        row_number() over (
-            partition by as_of_date, user_id
-            order by score desc, item_id asc
-        ) as rank
-
-    from scored_pairs
-
-),
-
 final as (
 
-    select
-        as_of_date,
-        user_id,
-        item_id,
-        cast(score as {{ type_double() }}) as score,
-        cast(rank as {{ dbt.type_int() }}) as rank
-
-    from ranked_pairs
-    where rank <= {{ candidate_depth }}
+    {{ top_candidates_per_user('scored_pairs') }}
 
 )
 

@@ -5,7 +5,6 @@
     purchases-only log) every event type counts instead, so the source is never empty there.
 -#}
 {{ config(**incremental_by_cutoff(['user_id'])) }}
-{%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set recent_days = 14 -%}
 {%- set decay_days = 2.0 -%}
 
@@ -85,30 +84,9 @@ eligible_pairs as (
 
 ),
 
-ranked_pairs as (
-
-    select
-        *,
-        row_number() over (
-            partition by as_of_date, user_id
-            order by score desc, item_id asc
-        ) as rank
-
-    from eligible_pairs
-
-),
-
 final as (
 
-    select
-        as_of_date,
-        user_id,
-        item_id,
-        cast(score as {{ type_double() }}) as score,
-        cast(rank as {{ dbt.type_int() }}) as rank
-
-    from ranked_pairs
-    where rank <= {{ candidate_depth }}
+    {{ top_candidates_per_user('eligible_pairs') }}
 
 )
 

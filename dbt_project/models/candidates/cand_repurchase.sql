@@ -4,7 +4,6 @@
     no purchase or cart at all (e.g. a views-only log) every event type counts instead.
 -#}
 {{ config(**incremental_by_cutoff(['user_id'])) }}
-{%- set candidate_depth = positive_int_var('candidate_depth') -%}
 {%- set decay_days = 14.0 -%}
 
 with
@@ -81,30 +80,9 @@ eligible_pairs as (
 
 ),
 
-ranked_pairs as (
-
-    select
-        *,
-        row_number() over (
-            partition by as_of_date, user_id
-            order by score desc, item_id asc
-        ) as rank
-
-    from eligible_pairs
-
-),
-
 final as (
 
-    select
-        as_of_date,
-        user_id,
-        item_id,
-        cast(score as {{ type_double() }}) as score,
-        cast(rank as {{ dbt.type_int() }}) as rank
-
-    from ranked_pairs
-    where rank <= {{ candidate_depth }}
+    {{ top_candidates_per_user('eligible_pairs') }}
 
 )
 

@@ -106,30 +106,9 @@ pairs as (
 
 ),
 
-ranked_pairs as (
-
-    select
-        *,
-        row_number() over (
-            partition by as_of_date, item_id
-            order by weight desc, neighbour_item_id asc
-        ) as neighbour_rank
-
-    from pairs
-
-),
-
 final as (
 
-    select
-        as_of_date,
-        item_id,
-        neighbour_item_id,
-        cast(weight as {{ type_double() }}) as weight,
-        cast(neighbour_rank as {{ dbt.type_int() }}) as neighbour_rank
-
-    from ranked_pairs
-    where neighbour_rank <= {{ neighbours_per_item }}
+    {{ top_neighbours_per_item('pairs', neighbours_per_item) }}
 
 )
 
