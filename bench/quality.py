@@ -42,7 +42,6 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parent.parent
 ML100K = "recbole/dataset_example/ml-100k/ml-100k"
 K = 10
 ROWS = ("ranker", "popularity", "personal_top_frequency", "implicit_als", "item_knn")
@@ -111,9 +110,10 @@ def run_pipeline(
     os.environ["RECPIPE_HOME"] = str(home)
     os.environ["RECPIPE_LABEL_DAYS"] = str(label_days)
     from recpipe import pipeline
+    from recpipe.dbt_cli import DbtCommandFailed, run_dbt
     from recpipe.gates import GateFailed
     from recpipe.ingest import ingest_events, ingest_items, ingest_users
-    from recpipe.settings import dbt_executable, load_settings
+    from recpipe.settings import load_settings
     from recpipe.warehouse import session
 
     settings = load_settings()
@@ -127,34 +127,17 @@ def run_pipeline(
     timings["ingest"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    env = {
-        **os.environ,
-        **settings.dbt_env(),
-        "DBT_PROFILES_DIR": str(REPO / "dbt_project"),
-        "DO_NOT_TRACK": "1",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
-    }
-    done = subprocess.run(
-        [
-            dbt_executable(),
+    try:
+        run_dbt(
             "build",
-            "--project-dir",
-            str(REPO / "dbt_project"),
-            "--target-path",
-            str(home / "dbt_target"),
-            "--log-path",
-            str(home / "dbt_logs"),
-            "--vars",
-            json.dumps({"as_of": as_of.isoformat(), "label_days": label_days}),
-            "--quiet",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"dbt build failed on {name}: {(done.stdout + done.stderr)[-2000:]}")
+            settings,
+            as_of=as_of,
+            dbt_vars={"label_days": label_days},
+            work_dir=home / "dbt",
+            extra_args=("--quiet",),
+        )
+    except DbtCommandFailed as err:
+        raise RuntimeError(f"{name}: {err}") from err
     timings["dbt build"] = time.monotonic() - t0
 
     run = pipeline.Run(

@@ -6,16 +6,15 @@ The manifest is rebuilt with ``dbt parse`` whenever a file of the dbt project is
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-from recpipe.settings import DBT_PROJECT_DIR, dbt_executable
+from recpipe.dbt_cli import run_dbt
+from recpipe.settings import DBT_PROJECT_DIR
 
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 _SOURCES = ("models", "macros", "tests", "dbt_project.yml", "profiles.yml")
 # Structure only: the real as-of date is passed by each run.
-_PARSE_VARS = "{as_of: '2000-01-01'}"
+_PARSE_AS_OF = "2000-01-01"
 
 
 def _newest_source_mtime(project: Path) -> float:
@@ -33,29 +32,8 @@ def ensure_manifest(project: Path = DBT_PROJECT_DIR) -> Path:
     manifest = project / "target" / "manifest.json"
     if manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(project):
         return manifest
-    env = {
-        **os.environ,
-        "DBT_PROFILES_DIR": str(project),
-        "DO_NOT_TRACK": "1",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
-    }
-    done = subprocess.run(
-        [
-            dbt_executable(),
-            "parse",
-            "--project-dir",
-            str(project),
-            "--vars",
-            _PARSE_VARS,
-            "--target",
-            "duckdb",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0 or not manifest.exists():
-        lines = (done.stdout + done.stderr).strip().splitlines()
-        raise RuntimeError(f"dbt parse failed: {' | '.join(lines[-3:])}")
+    # raises DbtCommandFailed (a RuntimeError) when the project does not parse
+    run_dbt("parse", as_of=_PARSE_AS_OF, extra_args=("--target", "duckdb"), project_dir=project)
+    if not manifest.exists():
+        raise RuntimeError(f"dbt parse wrote no {manifest}")
     return manifest

@@ -2,50 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
+from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items, ingest_users
-from recpipe.settings import DBT_PROJECT_DIR, Settings, dbt_executable
 from recpipe.warehouse import session
 from tests.partitions import assert_only_own_partitions_replaced, build_twice_around_the_next_day
 
 pytestmark = pytest.mark.slow
-
-
-def dbt_build(
-    settings: Settings, as_of: str, work: Path, *args: str
-) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        **settings.dbt_env(),
-        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-        "DO_NOT_TRACK": "1",
-    }
-    return subprocess.run(
-        [
-            dbt_executable(),
-            "build",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(work / "dbt_target"),
-            "--log-path",
-            str(work / "dbt_logs"),
-            "--vars",
-            json.dumps({"as_of": as_of}),
-            *args,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_dbt_build_on_the_bigquery_target(bq_settings, tiny_shop, tmp_path):
@@ -54,8 +20,7 @@ def test_dbt_build_on_the_bigquery_target(bq_settings, tiny_shop, tmp_path):
         ingest_users(wh, tiny_shop.files["users"])
         ingest_events(wh, tiny_shop.files["events"])
     as_of = (tiny_shop.end_date + timedelta(days=1)).isoformat()
-    done = dbt_build(bq_settings, as_of, tmp_path)
-    assert done.returncode == 0, done.stdout[-4000:]
+    run_dbt("build", bq_settings, as_of=as_of, work_dir=tmp_path / "dbt")
     with session(bq_settings) as wh:
         cutoffs = wh.query_df("select role, as_of_date from intermediate.int_cutoffs")
         assert sorted(cutoffs["role"]) == ["serve", "train", "valid"]
@@ -82,8 +47,7 @@ def test_a_build_replaces_only_its_own_cutoffs_partitions_on_bigquery(
         ingest_events(wh, tiny_shop.files["events"])
 
     def build(day) -> None:
-        done = dbt_build(bq_settings, day.isoformat(), tmp_path)
-        assert done.returncode == 0, done.stdout[-4000:]
+        run_dbt("build", bq_settings, as_of=day, work_dir=tmp_path / "dbt")
 
     as_of = tiny_shop.end_date - timedelta(days=2)
     first, second, third = build_twice_around_the_next_day(build, bq_settings, as_of)

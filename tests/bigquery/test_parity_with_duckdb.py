@@ -9,9 +9,6 @@ target, ~20 s a task, too slow for CI).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
 from datetime import timedelta
 
@@ -19,8 +16,9 @@ import pandas as pd
 import pytest
 
 from recpipe import pipeline
+from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items, ingest_users
-from recpipe.settings import DBT_PROJECT_DIR, Settings, dbt_executable, load_settings
+from recpipe.settings import Settings, load_settings
 from recpipe.warehouse import session
 
 pytestmark = pytest.mark.slow
@@ -30,9 +28,9 @@ def run_every_stage(settings: Settings, shop, as_of, work) -> dict[str, float]:
     """Ingest the shop and run recpipe_daily's stages for ``as_of``; returns seconds per stage."""
     seconds: dict[str, float] = {}
 
-    def timed(name, call, *args):
+    def timed(name, call, *args, **kwargs):
         started = time.monotonic()
-        result = call(*args)
+        result = call(*args, **kwargs)
         seconds[name] = round(time.monotonic() - started, 1)
         return result
 
@@ -45,8 +43,9 @@ def run_every_stage(settings: Settings, shop, as_of, work) -> dict[str, float]:
     )
     timed("start", pipeline.start_run, run, settings)
     timed("gate__raw", pipeline.check_raw, run, settings)
-    done = timed("dbt", dbt_build, settings, as_of.isoformat(), work)
-    assert done.returncode == 0, done.stdout[-4000:]
+    timed(
+        "dbt", run_dbt, "build", settings, as_of=as_of, work_dir=work / f"dbt_{settings.warehouse}"
+    )
     timed("gate__features", pipeline.check_features, run, settings)
     timed("candidates__python", pipeline.generate_python_candidates, run, settings)
     timed("gate__candidates", pipeline.check_candidates, run, settings)
@@ -56,33 +55,6 @@ def run_every_stage(settings: Settings, shop, as_of, work) -> dict[str, float]:
     timed("gate__output", pipeline.check_output, run, settings)
     timed("publish", pipeline.publish_recommendations, run, settings)
     return seconds
-
-
-def dbt_build(settings: Settings, as_of: str, work) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        **settings.dbt_env(),
-        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-        "DO_NOT_TRACK": "1",
-    }
-    return subprocess.run(
-        [
-            dbt_executable(),
-            "build",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(work / f"dbt_target_{settings.warehouse}"),
-            "--log-path",
-            str(work / f"dbt_logs_{settings.warehouse}"),
-            "--vars",
-            json.dumps({"as_of": as_of}),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def published(settings: Settings, run_date) -> pd.DataFrame:

@@ -9,17 +9,16 @@ and champion/challenger must keep the better model serving, point in time.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from datetime import timedelta
 
 import pandas as pd
 import pytest
 
 from recpipe import pipeline, ranker
+from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items
-from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
+from recpipe.settings import load_settings
 from recpipe.warehouse import session
 
 pytestmark = pytest.mark.slow
@@ -40,31 +39,7 @@ def purchases_only(tmp_path_factory, tiny_shop):
         with session(settings) as wh:
             ingest_items(wh, tiny_shop.files["items"])
             ingest_events(wh, events_file)
-        env = {
-            **os.environ,
-            **settings.dbt_env(),
-            "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-            "DO_NOT_TRACK": "1",
-        }
-        done = subprocess.run(
-            [
-                dbt_executable(),
-                "build",
-                "--project-dir",
-                str(DBT_PROJECT_DIR),
-                "--target-path",
-                str(home / "dbt_target"),
-                "--log-path",
-                str(home / "dbt_logs"),
-                "--vars",
-                json.dumps({"as_of": as_of.isoformat()}),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout[-3000:]
+        run_dbt("build", settings, as_of=as_of, work_dir=home / "dbt")
         yield settings, as_of
 
 

@@ -8,10 +8,7 @@ anything works on its own copy of the RECPIPE_HOME (``shop`` fixture, a 15 MB fi
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,8 +17,9 @@ import pandas as pd
 import pytest
 
 from recpipe import pipeline
+from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items, ingest_users
-from recpipe.settings import DBT_PROJECT_DIR, Settings, dbt_executable, load_settings
+from recpipe.settings import Settings, load_settings
 from recpipe.warehouse import session
 
 K = 10
@@ -58,33 +56,14 @@ def published(settings: Settings, run_date: date | None = None, view: str = "rec
 
 def dbt_build(settings: Settings, as_of: date, *args: str) -> None:
     """``dbt build`` of the whole project for ``as_of`` on the settings' warehouse."""
-    env = {
-        **os.environ,
-        **settings.dbt_env(),
-        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-        "DO_NOT_TRACK": "1",
-    }
-    work = settings.home.parent / f"{settings.home.name}_dbt"
-    done = subprocess.run(
-        [
-            dbt_executable(),
-            "build",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(work / "target"),
-            "--log-path",
-            str(work / "logs"),
-            "--vars",
-            json.dumps({"as_of": as_of.isoformat()}),
-            *args,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    # target and logs beside the home, so copy_home does not copy them
+    run_dbt(
+        "build",
+        settings,
+        as_of=as_of,
+        work_dir=settings.home.parent / f"{settings.home.name}_dbt",
+        extra_args=args,
     )
-    assert done.returncode == 0, done.stdout[-3000:]
 
 
 def make_run(as_of: date, run_id: str, retrain: str = "auto", k: int = K) -> pipeline.Run:
