@@ -14,7 +14,6 @@ import contextlib
 import html
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pandas as pd
 
 from recpipe.settings import Settings
 from recpipe.tables import PUBLISHED, ensure_tables
-from recpipe.warehouse import DuckDBWarehouse, Warehouse, WarehouseBusyError, connect, session
+from recpipe.warehouse import DuckDBWarehouse, Warehouse, connect, session
 
 METRICS = ("ndcg@10", "recall@10")
 RECENT_RUNS = 30
@@ -32,27 +31,6 @@ SAMPLE_RANKS = 5
 
 class WarehouseNotReadyError(RuntimeError):
     """There is no warehouse to read yet (nothing ingested or run)."""
-
-
-class _ReadOnlyDuckDB(DuckDBWarehouse):
-    """A read-only connection: never takes the writer's lock, never creates anything."""
-
-    def __init__(self, path: str, *, lock_timeout_s: float = 10.0) -> None:  # noqa: D107
-        import duckdb
-
-        self.path = path
-        deadline = time.monotonic() + lock_timeout_s
-        while True:
-            try:
-                self._con = duckdb.connect(path, read_only=True)
-                break
-            except duckdb.IOException as err:
-                if "lock" not in str(err).lower() or time.monotonic() >= deadline:
-                    raise WarehouseBusyError(
-                        f"warehouse {path} is being written by a run; try again shortly"
-                    ) from err
-                time.sleep(0.5)
-        self._con.execute("set timezone = 'UTC'")
 
 
 @contextlib.contextmanager
@@ -65,7 +43,10 @@ def read_only_session(settings: Settings) -> Iterator[Warehouse]:
     if settings.warehouse == "duckdb":
         if not settings.duckdb_path.exists():
             raise WarehouseNotReadyError(f"no warehouse at {settings.duckdb_path} yet")
-        wh: Warehouse = _ReadOnlyDuckDB(str(settings.duckdb_path))
+        # a short wait: a page view should not hang while a run writes
+        wh: Warehouse = DuckDBWarehouse(
+            str(settings.duckdb_path), read_only=True, lock_timeout_s=10.0
+        )
     else:
         wh = connect(settings)
     try:

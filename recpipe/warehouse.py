@@ -63,15 +63,19 @@ class Warehouse(Protocol):
 
 
 class DuckDBWarehouse:
-    """A read-write connection to the embedded DuckDB file.
+    """A connection to the embedded DuckDB file, read-write unless ``read_only``.
 
     DuckDB allows one writer process: when another process holds the file we wait, retrying,
-    up to ``lock_timeout_s`` and then fail with a message naming the file.
+    up to ``lock_timeout_s`` and then fail with a message naming the file. A ``read_only``
+    connection never takes the writer's lock, never creates anything and refuses writes; DuckDB
+    refuses it in a process that also holds a read-write connection to the file.
     """
 
     kind = "duckdb"
 
-    def __init__(self, path: str, *, lock_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, path: str, *, read_only: bool = False, lock_timeout_s: float = 120.0
+    ) -> None:
         import duckdb
 
         self.path = path
@@ -79,7 +83,7 @@ class DuckDBWarehouse:
         warned = False
         while True:
             try:
-                self._con = duckdb.connect(path)
+                self._con = duckdb.connect(path, read_only=read_only)
                 break
             except duckdb.IOException as err:
                 if "lock" not in str(err).lower():
