@@ -27,7 +27,7 @@ from recpipe.quality import (
     record_feature_profile,
 )
 from recpipe.settings import Settings, load_settings
-from recpipe.tables import PUBLISHED, ensure_tables
+from recpipe.tables import PUBLISHED, UNION_SOURCE, ensure_tables
 from recpipe.warehouse import Warehouse, session
 
 EVAL_K = 10
@@ -234,9 +234,6 @@ def _truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
     if labels["purchased"].any():
         labels = labels[labels["purchased"]]
     return labels[["user_id", "item_id"]]
-
-
-UNION_SOURCE = "union"
 
 
 def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) -> dict[str, float]:

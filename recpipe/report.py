@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from recpipe.gates import FAIL, gate_config
 from recpipe.settings import Settings
-from recpipe.tables import PUBLISHED, ensure_tables
+from recpipe.tables import PUBLISHED, UNION_SOURCE, ensure_tables
 from recpipe.warehouse import DuckDBWarehouse, Warehouse, connect, session
 
 METRICS = ("ndcg@10", "recall@10")
@@ -59,7 +60,13 @@ def collect(wh: Warehouse) -> dict[str, pd.DataFrame]:
     """Everything the page shows, as DataFrames (empty ones when a table does not exist yet)."""
     present = {
         name: wh.table_exists(PUBLISHED, name)
-        for name in ("pipeline_runs", "dq_results", "model_registry", "recommendations")
+        for name in (
+            "pipeline_runs",
+            "dq_results",
+            "model_registry",
+            "candidate_recall",
+            "recommendations",
+        )
     }
 
     def read(table: str, sql: str) -> pd.DataFrame:
@@ -93,10 +100,10 @@ def collect(wh: Warehouse) -> dict[str, pd.DataFrame]:
             "baseline_metrics from recpipe.model_registry order by as_of_date, trained_at",
         ),
         "recall": read(
-            "dq_results",
-            "select run_date, max(observed) as observed, max(threshold) as threshold "
-            "from recpipe.dq_results where check_name = 'union_recall_valid' "
-            "group by run_date order by run_date",
+            "candidate_recall",
+            # reruns of a date measure the same window: one value per date and source
+            "select run_date, source, max(recall) as recall from recpipe.candidate_recall "
+            "group by run_date, source order by run_date, source",
         ),
         "sample": read(
             "recommendations",
@@ -149,13 +156,22 @@ def _metrics_plot(metrics: pd.DataFrame) -> str:
 def _recall_plot(recall: pd.DataFrame) -> str:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5, 3.2))
+    fig = Figure(figsize=(8, 3.2))
     axis = fig.subplots()
-    axis.plot(pd.to_datetime(recall["run_date"]), recall["observed"], marker="o")
-    axis.axhline(recall["threshold"].iloc[-1], color="red", linestyle="--", label="fail floor")
-    axis.set_title("Candidate union recall (validation week)")
+    per_source = recall.pivot(index="run_date", columns="source", values="recall")
+    dates = pd.to_datetime(per_source.index)
+    for source in per_source.columns.drop(UNION_SOURCE, errors="ignore"):
+        axis.plot(dates, per_source[source], marker=".", linewidth=1, alpha=0.7, label=source)
+    if UNION_SOURCE in per_source:
+        axis.plot(
+            dates, per_source[UNION_SOURCE], marker="o", linewidth=2.5, color="black", label="union"
+        )
+    fail_floor = gate_config()["candidates"]["union_recall_valid"]["min"].get(FAIL)
+    if fail_floor is not None:
+        axis.axhline(fail_floor, color="red", linestyle="--", label="union fail floor")
+    axis.set_title("Candidate recall on the validation week, per run date")
     axis.set_ylim(0, 1)
-    axis.legend()
+    axis.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
     axis.tick_params(axis="x", rotation=30)
     return _png(fig)
 
@@ -205,9 +221,10 @@ def render_body(data: dict[str, pd.DataFrame]) -> str:
         parts.append("<p class='empty'>no candidate gate has run yet</p>")
     else:
         parts += [
-            "<p class='note'>Share of the validation week's purchases that any candidate source "
-            "proposed (gate check <code>union_recall_valid</code>); the ranker cannot recover "
-            "what no source proposed.</p>",
+            "<p class='note'>Share of the validation week's purchases that each candidate "
+            "source, and their union (black; gate check <code>union_recall_valid</code>), "
+            "proposed at the candidate depth (<code>recpipe.candidate_recall</code>); the "
+            "ranker cannot recover what no source proposed.</p>",
             f"<img id='recall-plot' alt='candidate recall per run date' "
             f"src='data:image/png;base64,{_recall_plot(data['recall'])}'>",
         ]

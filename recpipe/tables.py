@@ -15,6 +15,9 @@ EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "session_id", "
 ITEM_COLUMNS = ("item_id", "category", "brand", "price", "is_available")
 USER_COLUMNS = ("user_id", "signup_ts", "segment")
 
+# recpipe.candidate_recall's `source` of the union of every candidate source.
+UNION_SOURCE = "union"
+
 RECOMMENDATION_COLUMNS = (
     "run_date",
     "user_id",

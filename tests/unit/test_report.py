@@ -52,6 +52,12 @@ def test_page_shows_runs_metrics_and_recall_read_only(recpipe_home):
                 "'union_recall_valid', 'pass', 0.6, 0.2, '', @t)",
                 {"d": day, "r": f"run{day.day}", "t": datetime(2026, 10, day.day - 28)},
             )
+            for source, recall in (("popularity", 0.4), ("union", 0.6)):
+                wh.execute(
+                    "insert into recpipe.candidate_recall (run_date, run_id, cutoff, source, "
+                    "depth, recall, users) values (@d, @r, @d, @s, 50, @recall, 10)",
+                    {"d": day, "r": f"run{day.day}", "s": source, "recall": recall},
+                )
     with read_only_session(settings) as wh:
         data = collect(wh)
         with pytest.raises(Exception, match="read-only"):
@@ -60,3 +66,4 @@ def test_page_shows_runs_metrics_and_recall_read_only(recpipe_home):
     assert page.count("data:image/png;base64,") == 2
     assert "0.35" in page and "union_recall_valid" in page
     assert list(data["gate_summary"]["run_id"]) == ["run30", "run29"]  # newest first
+    assert data["recall"]["source"].value_counts().to_dict() == {"popularity": 2, "union": 2}
