@@ -26,8 +26,9 @@ from recpipe.warehouse import session
 pytestmark = pytest.mark.slow
 
 
-def run_every_stage(settings: Settings, shop, as_of, work) -> dict[str, float]:
-    """Ingest the shop and run recpipe_daily's stages for ``as_of``; returns seconds per stage."""
+def run_every_stage(settings: Settings, shop, as_of, work, *, ingest=True) -> dict[str, float]:
+    """Ingest the shop (unless ``ingest`` is False) and run recpipe_daily's stages for
+    ``as_of``; returns seconds per stage."""
     seconds: dict[str, float] = {}
 
     def timed(name, call, *args):
@@ -36,12 +37,13 @@ def run_every_stage(settings: Settings, shop, as_of, work) -> dict[str, float]:
         seconds[name] = round(time.monotonic() - started, 1)
         return result
 
-    with session(settings) as wh:
-        ingest_items(wh, shop.files["items"])
-        ingest_users(wh, shop.files["users"])
-        ingest_events(wh, shop.files["events"])
+    if ingest:
+        ingest_shop(settings, shop)
     run = pipeline.Run(
-        as_of=as_of.isoformat(), run_id=f"parity-{settings.warehouse}", k=10, retrain="always"
+        as_of=as_of.isoformat(),
+        run_id=f"parity-{settings.warehouse}-{as_of:%Y%m%d}",
+        k=10,
+        retrain="always",
     )
     timed("start", pipeline.start_run, run, settings)
     timed("gate__raw", pipeline.check_raw, run, settings)
@@ -56,6 +58,13 @@ def run_every_stage(settings: Settings, shop, as_of, work) -> dict[str, float]:
     timed("gate__output", pipeline.check_output, run, settings)
     timed("publish", pipeline.publish_recommendations, run, settings)
     return seconds
+
+
+def ingest_shop(settings: Settings, shop) -> None:
+    with session(settings) as wh:
+        ingest_items(wh, shop.files["items"])
+        ingest_users(wh, shop.files["users"])
+        ingest_events(wh, shop.files["events"])
 
 
 def dbt_build(settings: Settings, as_of: str, work) -> subprocess.CompletedProcess:
