@@ -109,7 +109,7 @@ def recpipe_daily():
             env_vars=settings.dbt_env(),
         ),
         operator_args={
-            "vars": dbt_vars_template(RESOLVE),
+            "vars": dbt_vars_template(RESOLVE, settings),
             "env": settings.dbt_env(),
             "append_env": True,
             "install_deps": False,

@@ -18,24 +18,22 @@ from recpipe.settings import DAGS_DIR, PLUGINS_DIR, Settings
 
 DAG_ID = "recpipe_daily"
 WAREHOUSE_POOL = "recpipe_warehouse"
-# One run at a time on BigQuery too: the dbt feature/candidate tables keep one partition per
-# cutoff (a run replaces only its own), but the run's cutoffs (intermediate.int_cutoffs), dbt's
-# scratch tables, the Python candidate tables and the work.* batches are shared by name, so two
-# dates at once would still read each other's rows.
-# The tasks of a run do run in parallel there (Airflow's default pool, dbt threads 4).
-BIGQUERY_MAX_ACTIVE_RUNS = 1
 
 
 def dag_concurrency(settings: Settings) -> dict[str, Any]:
     """How many runs and tasks of ``recpipe_daily`` may run at once on this warehouse.
 
-    DuckDB has a single writer and every run rewrites the dbt tables: one run at a time,
-    and every task in a one-slot pool, so two tasks (LocalExecutor runs several) never open the
-    file together. BigQuery: one run, its tasks in parallel in Airflow's default pool.
+    DuckDB has a single writer: one run at a time, and every task in a one-slot pool, so two
+    tasks (LocalExecutor runs several) never open the file together. BigQuery: runs of
+    different dates at once (``RECPIPE_MAX_ACTIVE_RUNS``, default 4), their tasks in parallel
+    in Airflow's default pool. No table a run writes is shared with another date's run:
+    per-cutoff tables replace only their own partitions, the run's cutoffs are computed inside
+    each dbt model (ephemeral ``int_cutoffs``), dbt's scratch tables carry a timestamp and
+    recpipe's batch and staging tables a random or date suffix.
     """
     if settings.warehouse == "duckdb":
         return {"max_active_runs": 1, "pool": WAREHOUSE_POOL}
-    return {"max_active_runs": BIGQUERY_MAX_ACTIVE_RUNS, "pool": "default_pool"}
+    return {"max_active_runs": settings.max_active_runs, "pool": "default_pool"}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 from recpipe.gates import GateFailed
 from recpipe.pipeline import ParamError, Run, mark_failed, resolve_run, start_run
+from recpipe.settings import Settings
 
 
 def _one_line(err: BaseException) -> str:
@@ -58,6 +59,8 @@ def fail_run(run: dict[str, Any]) -> None:
     raise AirflowFailException(f"recpipe run for {current.as_of} failed: {reason}")
 
 
-def dbt_vars_template(task_id: str) -> dict[str, str]:
-    """dbt vars for the run, rendered by Airflow from the first task's XCom."""
-    return {"as_of": "{{ ti.xcom_pull(task_ids='" + task_id + "')['as_of'] }}"}
+def dbt_vars_template(task_id: str, settings: Settings) -> dict[str, Any]:
+    """dbt vars for the run: ``as_of`` rendered by Airflow from the first task's XCom, and the
+    settings the Python stages share with dbt."""
+    as_of = "{{ ti.xcom_pull(task_ids='" + task_id + "')['as_of'] }}"
+    return {"as_of": as_of, **settings.dbt_vars()}

@@ -51,13 +51,18 @@ def run_dbt(
 
     settings: the warehouse dbt works on (Settings.dbt_env(), read by profiles.yml); without
     it the profile falls back to this process's environment and its defaults.
-    as_of: the run's as-of date, passed as the `as_of` var; dbt_vars: any further vars.
+    as_of: the run's as-of date, passed as the `as_of` var, next to the vars the Python stages
+    share with dbt (Settings.dbt_vars()); dbt_vars: any further vars (they win).
     work_dir: where dbt writes its ``target`` and ``logs`` folders (default: the project's own).
     extra_args: appended after the vars (``--full-refresh``, ``--select ...``, ``--target ...``).
     Raises DbtCommandFailed, one line naming the command and the end of dbt's output, when dbt
     exits non-zero.
     """
-    all_vars = {**({"as_of": str(as_of)} if as_of is not None else {}), **(dbt_vars or {})}
+    all_vars = {
+        **(settings.dbt_vars() if settings is not None else {}),
+        **({"as_of": str(as_of)} if as_of is not None else {}),
+        **(dbt_vars or {}),
+    }
     vars_args = ["--vars", json.dumps(all_vars)] if all_vars else []
     paths = (
         ["--target-path", str(work_dir / "target"), "--log-path", str(work_dir / "logs")]

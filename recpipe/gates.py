@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from recpipe.tables import PUBLISHED
-from recpipe.warehouse import Warehouse
+from recpipe.warehouse import Warehouse, batch_table
 
 DEFAULT_CONFIG = Path(__file__).parent / "config" / "gates.yml"
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -94,13 +94,12 @@ def record(wh: Warehouse, run_date: date, run_id: str, results: list[CheckResult
         }
     )
     table = wh.table(PUBLISHED, "dq_results")
-    with wh.transaction():
-        wh.write_df(frame, "work", "dq_batch")
+    with batch_table(wh, frame, "dq_batch") as batch, wh.transaction():
         wh.execute(
             f"delete from {table} where run_id = @run_id and stage = @stage",
             {"run_id": run_id, "stage": results[0].stage},
         )
-        wh.execute(f"insert into {table} select * from work.dq_batch")
+        wh.execute(f"insert into {table} select * from {batch}")
 
 
 def enforce(wh: Warehouse, run_date: date, run_id: str, results: list[CheckResult]) -> None:

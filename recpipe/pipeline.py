@@ -27,8 +27,15 @@ from recpipe.quality import (
     record_feature_profile,
 )
 from recpipe.settings import Settings, load_settings
-from recpipe.tables import PUBLISHED, UNION_SOURCE, ensure_tables
-from recpipe.warehouse import Warehouse, session
+from recpipe.tables import (
+    CANDIDATES,
+    PUBLISHED,
+    PYTHON_CANDIDATE_COLUMNS,
+    PYTHON_CANDIDATE_LAYOUT,
+    UNION_SOURCE,
+    ensure_tables,
+)
+from recpipe.warehouse import Warehouse, batch_table, session
 
 EVAL_K = 10
 RETRAIN_MODES = ("auto", "always", "never")
@@ -99,10 +106,14 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _cutoffs(wh: Warehouse) -> dict[str, date]:
-    frame = wh.query_df("select role, as_of_date from intermediate.int_cutoffs")
+def run_cutoffs(run: Run, settings: Settings) -> dict[str, date]:
+    """The run's cutoffs by role, as dbt's ``int_cutoffs`` derives them from the same vars
+    (``label_days`` reaches dbt from the settings: :meth:`Settings.dbt_vars`)."""
+    window = timedelta(days=settings.label_days)
     return {
-        r: pd.Timestamp(d).date() for r, d in zip(frame["role"], frame["as_of_date"], strict=True)
+        "serve": run.as_of_date,
+        "valid": run.as_of_date - window,
+        "train": run.as_of_date - 2 * window,
     }
 
 
@@ -202,7 +213,7 @@ def generate_python_candidates(run: Run, settings: Settings | None = None) -> in
     settings = settings or load_settings()
     frames: dict[str, list[pd.DataFrame]] = {source: [] for source in ranker.PYTHON_SOURCES}
     with session(settings) as wh:
-        for cutoff in sorted(_cutoffs(wh).values()):
+        for cutoff in sorted(run_cutoffs(run, settings).values()):
             interactions, users, items = _python_source_inputs(wh, cutoff, settings)
             found = {
                 "als": als_candidates(
@@ -219,9 +230,25 @@ def generate_python_candidates(run: Run, settings: Settings | None = None) -> in
         for source, parts in frames.items():
             result = pd.concat(parts, ignore_index=True)
             result["as_of_date"] = pd.to_datetime(result["as_of_date"]).dt.date
-            wh.write_df(result, "candidates", f"cand_{source}")
+            _replace_cutoffs(wh, f"cand_{source}", result, run_cutoffs(run, settings))
             written += len(result)
     return written
+
+
+def _replace_cutoffs(
+    wh: Warehouse, name: str, rows: pd.DataFrame, cutoffs: dict[str, date]
+) -> None:
+    """Replace this run's cutoffs in ``candidates.<name>`` with ``rows``, in one transaction;
+    other dates' rows stay (runs of other dates may be reading or writing them)."""
+    wh.create_table(CANDIDATES, name, PYTHON_CANDIDATE_COLUMNS, **PYTHON_CANDIDATE_LAYOUT)
+    table = wh.table(CANDIDATES, name)
+    columns = "as_of_date, user_id, item_id, score, rank"
+    with batch_table(wh, rows[columns.split(", ")], name) as batch, wh.transaction():
+        wh.execute(
+            f"delete from {table} where as_of_date in ({', '.join('@' + r for r in cutoffs)})",
+            cutoffs,
+        )
+        wh.execute(f"insert into {table} ({columns}) select {columns} from {batch}")
 
 
 def _truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
@@ -272,13 +299,12 @@ def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) 
     rows["depth"] = rows["depth"].astype("int32")
     rows["users"] = rows["users"].astype("int64")
     table = wh.table(PUBLISHED, "candidate_recall")
-    with wh.transaction():
-        wh.write_df(rows, "work", "candidate_recall_batch")
+    with batch_table(wh, rows, "candidate_recall_batch") as batch, wh.transaction():
         wh.execute(f"delete from {table} where run_id = @run_id", {"run_id": run.run_id})
         wh.execute(
             f"insert into {table} (run_date, run_id, cutoff, source, depth, recall, users, "
-            "computed_at) select run_date, run_id, cutoff, source, depth, recall, users, "
-            f"computed_at from {wh.table('work', 'candidate_recall_batch')}"
+            f"computed_at) select run_date, run_id, cutoff, source, depth, recall, users, "
+            f"computed_at from {batch}"
         )
     return recall
 
@@ -290,7 +316,7 @@ def check_candidates(run: Run, settings: Settings | None = None) -> None:
     """
     settings = settings or load_settings()
     with session(settings) as wh:
-        cutoffs = _cutoffs(wh)
+        cutoffs = run_cutoffs(run, settings)
         coverage = wh.query_df(
             f"""
             with per_user as (
@@ -338,15 +364,20 @@ def check_candidates(run: Run, settings: Settings | None = None) -> None:
 # Baselines read straight from a candidate source's own ranking (name -> source).
 SOURCE_BASELINES = {"popularity": "popularity", "implicit_als": "als", "item_knn": "knn"}
 
-_PERSONAL_TOP_FREQUENCY_SQL = """
+# The user's events on each catalog item over the history window, weighted by type, read from
+# the per-cutoff user-item features (dbt counts them from the same point-in-time events).
+_PERSONAL_WEIGHT = " + ".join(
+    f"{weight:g} * features.ui_{event_type}_count_history"
+    for event_type, weight in EVENT_WEIGHTS.items()
+)
+_PERSONAL_TOP_FREQUENCY_SQL = f"""
     with personal as (
-        select events.user_id, events.item_id, sum(events.event_weight) as score
-        from intermediate.int_events_before_cutoffs events
+        select features.user_id, features.item_id, {_PERSONAL_WEIGHT} as score
+        from features.fct_user_item_features features
         inner join intermediate.int_active_users active
-            on active.as_of_date = events.as_of_date and active.user_id = events.user_id
-        inner join staging.stg_shop__items items on items.item_id = events.item_id
-        where events.as_of_date = @c and items.is_available
-        group by events.user_id, events.item_id
+            on active.as_of_date = features.as_of_date and active.user_id = features.user_id
+        inner join staging.stg_shop__items items on items.item_id = features.item_id
+        where features.as_of_date = @c and items.is_available
     ),
     popular as (
         select user_id, item_id, -rank as score
@@ -411,8 +442,8 @@ def _evaluate_on_valid(
         ].iloc[0]
     )
     repeat = wh.query_df(
-        "select distinct user_id, item_id from intermediate.int_events_before_cutoffs "
-        "where as_of_date = @c and event_type = 'purchase'",
+        "select user_id, item_id from features.fct_user_item_features "
+        "where as_of_date = @c and ui_purchase_count_history > 0",
         {"c": valid},
     )
 
@@ -514,7 +545,7 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
                 )
             if unusable:  # retrain=auto: train a replacement, saying why
                 print(f"champion not usable ({unusable}); training a new model")
-        cutoffs = _cutoffs(wh)
+        cutoffs = run_cutoffs(run, settings)
         params = ranker.RankerParams(seed=settings.seed)
         trained = ranker.train(
             ranker.candidate_frame(wh, cutoffs["train"], with_labels=True), params
@@ -582,7 +613,9 @@ def check_model(run: Run, version: str, settings: Settings | None = None) -> Non
             baselines = json.loads(row["baseline_metrics"])
         else:
             booster, features = ranker.load(settings.models_dir / f"{version}.txt")
-            metrics, baselines = _evaluate_on_valid(wh, booster, features, _cutoffs(wh)["valid"])
+            metrics, baselines = _evaluate_on_valid(
+                wh, booster, features, run_cutoffs(run, settings)["valid"]
+            )
         ndcg, base = metrics[f"ndcg@{EVAL_K}"], baselines["popularity"][f"ndcg@{EVAL_K}"]
         lift = ndcg / base if base else (math.inf if ndcg > 0 else math.nan)
         results = [

@@ -13,7 +13,7 @@ import pandas as pd
 
 from recpipe.gates import CheckResult, judge
 from recpipe.tables import EVENT_COLUMNS, EVENT_TYPES, ITEM_COLUMNS, PUBLISHED, RAW
-from recpipe.warehouse import Warehouse
+from recpipe.warehouse import Warehouse, batch_table
 
 VOLUME_BASELINE_DAYS = 28
 FEATURE_TABLES = ("fct_user_features", "fct_item_features", "fct_user_item_features")
@@ -201,12 +201,10 @@ def record_feature_profile(
         "run_date", "run_id", "table_name", "column_name", "row_count", "mean", "stddev",
         "null_share", "out_of_range", "profiled_at",
     ]  # fmt: skip
-    with wh.transaction():
-        wh.write_df(frame[columns], "work", "feature_profile_batch")
+    with batch_table(wh, frame[columns], "feature_profile_batch") as batch, wh.transaction():
         wh.execute(f"delete from {table} where run_id = @run_id", {"run_id": run_id})
         wh.execute(
-            f"insert into {table} ({', '.join(columns)}) select {', '.join(columns)} "
-            f"from {wh.table('work', 'feature_profile_batch')}"
+            f"insert into {table} ({', '.join(columns)}) select {', '.join(columns)} from {batch}"
         )
 
 

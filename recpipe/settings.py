@@ -35,6 +35,7 @@ class Settings:
     warehouse: ``duckdb`` (embedded default) or ``bigquery``.
     active_days: users with an event in this many days before the as-of date get recommendations.
     label_days: length of the label window used to train and to validate the ranker.
+    max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
     """
 
     home: Path
@@ -44,6 +45,7 @@ class Settings:
     candidate_depth: int = 50
     default_k: int = 20
     seed: int = 42
+    max_active_runs: int = 4
     bq_project: str | None = None
     bq_location: str = "US"
     bq_dataset_prefix: str = ""
@@ -69,6 +71,15 @@ class Settings:
         if self.warehouse == "bigquery" and self.bq_api_endpoint:
             return "bigquery_emulator"
         return self.warehouse
+
+    def dbt_vars(self) -> dict[str, int]:
+        """dbt vars the Python stages must agree with (the cutoffs, active users, depth);
+        dbt_project.yml holds the same defaults for dbt run by hand."""
+        return {
+            "label_days": self.label_days,
+            "active_days": self.active_days,
+            "candidate_depth": self.candidate_depth,
+        }
 
     def dbt_env(self) -> dict[str, str]:
         """Environment variables read by dbt_project/profiles.yml."""
@@ -117,6 +128,7 @@ def load_settings() -> Settings:
         label_days=_int_env("RECPIPE_LABEL_DAYS", 7),
         candidate_depth=_int_env("RECPIPE_CANDIDATE_DEPTH", 50),
         seed=_int_env("RECPIPE_SEED", 42),
+        max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,
         bq_location=os.environ.get("RECPIPE_BQ_LOCATION", "US"),
         bq_dataset_prefix=os.environ.get("RECPIPE_BQ_DATASET_PREFIX", ""),

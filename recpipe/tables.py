@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from recpipe.warehouse import Warehouse
+from recpipe.warehouse import WORK, Warehouse
 
 RAW = "raw"
-WORK = "work"
 PUBLISHED = "recpipe"
+CANDIDATES = "candidates"
 
 EVENT_TYPES = ("view", "add_to_cart", "purchase")
 
@@ -73,6 +73,13 @@ _DDL = {
         source varchar not null, depth integer not null, recall double, users bigint,
         computed_at timestamp""",
 }
+
+# The Python candidate sources' tables (the SQL sources are dbt models): like dbt's per-cutoff
+# tables, one partition per cutoff, and a run replaces only its own cutoffs.
+PYTHON_CANDIDATE_COLUMNS = """
+    as_of_date date not null, user_id varchar not null, item_id varchar not null,
+    score double not null, rank bigint not null"""
+PYTHON_CANDIDATE_LAYOUT = {"partition_by": "as_of_date", "cluster_by": ("user_id",)}
 
 # BigQuery partitioning and clustering (DuckDB ignores it): the big tables are read and replaced
 # one date at a time, and looked up per user.

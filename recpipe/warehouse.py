@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
@@ -17,6 +18,10 @@ import pandas as pd
 
 from recpipe.settings import Settings
 
+WORK = "work"
+# BigQuery: tables of the work dataset (publish staging, batches) expire after this long, so a
+# run killed before it dropped its scratch tables leaves nothing behind for good.
+WORK_TABLE_EXPIRATION_MS = 2 * 24 * 3600 * 1000
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -502,6 +507,8 @@ class BigQueryWarehouse:
             return
         dataset = bigquery.Dataset(f"{self.project}.{name}")
         dataset.location = self.location
+        if schema == WORK:
+            dataset.default_table_expiration_ms = WORK_TABLE_EXPIRATION_MS
         with self._errors():
             self.client.create_dataset(dataset, exists_ok=True, retry=self._retry)
         self._datasets.add(name)
@@ -613,6 +620,23 @@ class BigQueryWarehouse:
 
     def close(self) -> None:
         self.client.close()
+
+
+@contextlib.contextmanager
+def batch_table(wh: Warehouse, rows: pd.DataFrame, name: str) -> Iterator[str]:
+    """Load ``rows`` into a work table of its own (``work.<name>_<random>``), yield its
+    qualified name, and drop it afterwards.
+
+    Every call gets a new table, so runs of different dates at once (BigQuery) never read each
+    other's batch. Use it around a transaction, not inside one: BigQuery transactions take DML
+    only, and the load job is not part of them anyway.
+    """
+    scratch = f"{identifier(name)}_{uuid.uuid4().hex[:12]}"
+    wh.write_df(rows, WORK, scratch)
+    try:
+        yield wh.table(WORK, scratch)
+    finally:
+        wh.execute(f"drop table if exists {wh.table(WORK, scratch)}")
 
 
 def connect(settings: Settings) -> Warehouse:

@@ -200,10 +200,8 @@ def test_candidate_gate_fails_on_coverage_and_on_recall(shop, prepared_shop):
     wide = make_run(prepared_shop.as_of, "coverage", k=200)
     assert_gate_fails(shop, pipeline.check_candidates, wide, "user_coverage")
     # Candidate sources that propose nothing a user went on to buy: recall below the floor.
+    valid = pipeline.run_cutoffs(wide, shop)["valid"]
     with session(shop) as wh:
-        valid = wh.query_df("select as_of_date from intermediate.int_cutoffs where role = 'valid'")[
-            "as_of_date"
-        ].iloc[0]
         for source in pipeline.ranker.SOURCES:
             wh.execute(
                 f"update candidates.cand_{source} set item_id = 'nothing-' || item_id "

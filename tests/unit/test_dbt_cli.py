@@ -45,7 +45,7 @@ def test_build_passes_project_paths_vars_args_and_the_warehouse(monkeypatch, tmp
         "--log-path",
         str(tmp_path / "dbt" / "logs"),
         "--vars",
-        json.dumps({"as_of": "2026-10-01", "label_days": 14}),
+        json.dumps({**settings.dbt_vars(), "as_of": "2026-10-01", "label_days": 14}),
         "--full-refresh",
     ]
     assert call["env"]["RECPIPE_DUCKDB_PATH"] == str(settings.duckdb_path)

@@ -2,7 +2,10 @@
     The three cutoffs of a run. Features and candidates of cutoff c only see events before c;
     labels of c come from [c, label_end_date). The valid labels end at as_of and the train
     labels end where the valid features start, so nothing of the serve window leaks into training.
+    Ephemeral: computed from the run's vars inside every model that reads it, so runs of
+    different dates (concurrent on BigQuery) never share a cutoff table.
 -#}
+{{ config(materialized='ephemeral') }}
 {%- set label_days = positive_int_var('label_days') -%}
 
 with

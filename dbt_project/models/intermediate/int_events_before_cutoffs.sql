@@ -2,8 +2,10 @@
     The point-in-time gate: every event a feature or candidate of cutoff c may use, i.e. with
     c - history_days <= event_ts < c. Downstream models read events only through this view, so
     the rule lives in one place (tested by assert_events_before_cutoffs_are_point_in_time).
+    Ephemeral (inlined like a view, but with this run's cutoffs): no relation shared between
+    runs of different dates.
 -#}
-{{ config(materialized='view') }}
+{{ config(materialized='ephemeral') }}
 
 {%- set history_days = positive_int_var('history_days') -%}
 
