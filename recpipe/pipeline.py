@@ -366,18 +366,19 @@ SOURCE_BASELINES = {"popularity": "popularity", "implicit_als": "als", "item_knn
 
 # The user's events on each catalog item over the history window, weighted by type, read from
 # the per-cutoff user-item features (dbt counts them from the same point-in-time events).
+# (No alias may be a schema's name: the BigQuery warehouse qualifies `schema.name`.)
 _PERSONAL_WEIGHT = " + ".join(
-    f"{weight:g} * features.ui_{event_type}_count_history"
+    f"{weight:g} * pairs.ui_{event_type}_count_history"
     for event_type, weight in EVENT_WEIGHTS.items()
 )
 _PERSONAL_TOP_FREQUENCY_SQL = f"""
     with personal as (
-        select features.user_id, features.item_id, {_PERSONAL_WEIGHT} as score
-        from features.fct_user_item_features features
+        select pairs.user_id, pairs.item_id, {_PERSONAL_WEIGHT} as score
+        from features.fct_user_item_features pairs
         inner join intermediate.int_active_users active
-            on active.as_of_date = features.as_of_date and active.user_id = features.user_id
-        inner join staging.stg_shop__items items on items.item_id = features.item_id
-        where features.as_of_date = @c and items.is_available
+            on active.as_of_date = pairs.as_of_date and active.user_id = pairs.user_id
+        inner join staging.stg_shop__items items on items.item_id = pairs.item_id
+        where pairs.as_of_date = @c and items.is_available
     ),
     popular as (
         select user_id, item_id, -rank as score
