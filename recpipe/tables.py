@@ -100,7 +100,9 @@ def ensure_tables(wh: Warehouse) -> None:
         partition_by, cluster_by = _LAYOUT.get((schema, name), (None, ()))
         wh.create_table(schema, name, columns, partition_by=partition_by, cluster_by=cluster_by)
     recs = wh.table(PUBLISHED, "recommendations")
+    # `if not exists`, not `or replace`: every stage calls this, and on BigQuery replacing the
+    # view each time is a metadata update that concurrent runs would race for (rate-limited).
     wh.execute(
-        f"create or replace view {wh.table(PUBLISHED, 'recommendations_latest')} as "
+        f"create view if not exists {wh.table(PUBLISHED, 'recommendations_latest')} as "
         f"select * from {recs} where run_date = (select max(run_date) from {recs})"
     )

@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 
 from recpipe.tables import PUBLISHED, ensure_tables
-from recpipe.warehouse import BigQueryWarehouse, bigquery_parameter
+from recpipe.warehouse import (
+    WORK_TABLE_EXPIRATION_MS,
+    BigQueryWarehouse,
+    batch_table,
+    bigquery_parameter,
+)
 
 
 def test_tables_are_qualified_with_project_and_dataset_prefix(bq_warehouse):
@@ -77,6 +82,21 @@ def test_published_tables_are_created_partitioned(bq_warehouse):
     assert table.time_partitioning.field == "run_date"
     # clustering: the emulator accepts `cluster by` but does not report it (real-BigQuery test)
     assert bq_warehouse.table_exists(PUBLISHED, "recommendations_latest")
+
+
+def test_batches_get_their_own_table_and_the_work_dataset_expires_tables(bq_warehouse):
+    rows = pd.DataFrame({"run_id": ["a", "b"]})
+    with (
+        batch_table(bq_warehouse, rows, "dq_batch") as one,
+        batch_table(bq_warehouse, rows, "dq_batch") as other,
+    ):
+        assert one != other
+        found = bq_warehouse.query_df(f"select count(*) as n from {one}")
+        assert found["n"].iloc[0] == 2
+    names = [t.table_id for t in bq_warehouse.client.list_tables(bq_warehouse.dataset("work"))]
+    assert not [name for name in names if name.startswith("dq_batch")]
+    work = bq_warehouse.client.get_dataset(f"{bq_warehouse.project}.{bq_warehouse.dataset('work')}")
+    assert work.default_table_expiration_ms == WORK_TABLE_EXPIRATION_MS
 
 
 def test_transaction_commits_together_or_rolls_back(bq_warehouse):
