@@ -424,7 +424,13 @@ def _baseline_recommendations(wh: Warehouse, valid: date) -> dict[str, pd.DataFr
 
 
 def _evaluate_on_valid(
-    wh: Warehouse, booster, features: list[str], valid: date, *, with_baselines: bool = True
+    wh: Warehouse,
+    booster,
+    features: list[str],
+    valid: date,
+    settings: Settings,
+    *,
+    with_baselines: bool = True,
 ) -> tuple[dict, dict]:
     """Ranker and baseline metrics at EVAL_K on the validation window, on the same users.
 
@@ -433,8 +439,9 @@ def _evaluate_on_valid(
     user purchased before the cutoff (repeat) and the rest (new).
     """
     truth = _truth(wh, valid)
-    frame = ranker.candidate_frame(wh, valid, with_labels=False)
-    recommended = ranker.rank_candidates(frame, booster, features, EVAL_K)
+    recommended = ranker.rank_in_chunks(
+        wh, valid, booster, features, EVAL_K, users_per_chunk=settings.users_per_chunk
+    )
     users = recommended["user_id"].unique()
     truth = truth[truth["user_id"].isin(users)]
     items = int(
@@ -492,7 +499,9 @@ def _compare_with_champion(
     champion_version = str(champion["model_version"])
     try:
         booster, features = ranker.load(settings.models_dir / f"{champion_version}.txt")
-        champion_metrics, _ = _evaluate_on_valid(wh, booster, features, valid, with_baselines=False)
+        champion_metrics, _ = _evaluate_on_valid(
+            wh, booster, features, valid, settings, with_baselines=False
+        )
     except (FileNotFoundError, ValueError) as err:
         reason = f"champion {champion_version} cannot be evaluated ({err}); replaced"
         return "challenger", None, {"decision": "challenger", "reason": reason}
@@ -549,12 +558,15 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
         cutoffs = run_cutoffs(run, settings)
         params = ranker.RankerParams(seed=settings.seed)
         trained = ranker.train(
-            ranker.candidate_frame(wh, cutoffs["train"], with_labels=True), params
+            ranker.training_rows(
+                wh, cutoffs["train"], params, users_per_chunk=settings.users_per_chunk
+            ),
+            params,
         )
         version = f"lgbm-{as_of:%Y%m%d}-{trained.version_hash}"
         path = ranker.save(trained, settings.models_dir, version)
         metrics, baselines = _evaluate_on_valid(
-            wh, trained.booster, trained.features, cutoffs["valid"]
+            wh, trained.booster, trained.features, cutoffs["valid"], settings
         )
         metrics["early_stopping_ndcg@10"] = trained.early_stopping_ndcg
         metrics["best_iteration"] = trained.best_iteration
@@ -615,7 +627,7 @@ def check_model(run: Run, version: str, settings: Settings | None = None) -> Non
         else:
             booster, features = ranker.load(settings.models_dir / f"{version}.txt")
             metrics, baselines = _evaluate_on_valid(
-                wh, booster, features, run_cutoffs(run, settings)["valid"]
+                wh, booster, features, run_cutoffs(run, settings)["valid"], settings
             )
         ndcg, base = metrics[f"ndcg@{EVAL_K}"], baselines["popularity"][f"ndcg@{EVAL_K}"]
         lift = ndcg / base if base else (math.inf if ndcg > 0 else math.nan)
@@ -673,8 +685,9 @@ def score_candidates(run: Run, version: str, settings: Settings | None = None) -
     settings = settings or load_settings()
     booster, features = ranker.load(settings.models_dir / f"{version}.txt")
     with session(settings) as wh:
-        frame = ranker.candidate_frame(wh, run.as_of_date, with_labels=False)
-        top = ranker.rank_candidates(frame, booster, features, run.k)
+        top = ranker.rank_in_chunks(
+            wh, run.as_of_date, booster, features, run.k, users_per_chunk=settings.users_per_chunk
+        )
         top.insert(0, "run_date", run.as_of_date)
         top["model_version"] = version
         top = top[["run_date", "user_id", "rank", "item_id", "score", "model_version", "sources"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -96,11 +97,15 @@ class TrainedRanker:
         return hashlib.sha256(self.model_text.encode()).hexdigest()[:12]
 
 
-def candidate_frame(wh: Warehouse, cutoff: date, *, with_labels: bool) -> pd.DataFrame:
-    """All candidates of every source at ``cutoff`` with their features (and labels)."""
+def candidate_frame(
+    wh: Warehouse, cutoff: date, *, with_labels: bool, users: tuple[str, str] | None = None
+) -> pd.DataFrame:
+    """All candidates of every source at ``cutoff`` with their features (and labels); only
+    those of users from ``users[0]`` to ``users[1]`` (inclusive) when given."""
+    in_range = " and user_id between @first_user and @last_user" if users else ""
     unions = " union all ".join(
         f"select user_id, item_id, '{source}' as source, score, rank "
-        f"from candidates.cand_{source} where as_of_date = @cutoff"
+        f"from candidates.cand_{source} where as_of_date = @cutoff{in_range}"
         for source in SOURCES
     )
     pivots = ",\n".join(
@@ -136,7 +141,10 @@ def candidate_frame(wh: Warehouse, cutoff: date, *, with_labels: bool) -> pd.Dat
         {" ".join(joins)}
         order by c.user_id, c.item_id
     """
-    frame = wh.query_df(sql, {"cutoff": cutoff})
+    params = {"cutoff": cutoff}
+    if users:
+        params.update(first_user=users[0], last_user=users[1])
+    frame = wh.query_df(sql, params)
     for column in frame.columns:
         if column in NON_FEATURES:
             continue
@@ -147,6 +155,60 @@ def candidate_frame(wh: Warehouse, cutoff: date, *, with_labels: bool) -> pd.Dat
             # rounding makes reruns feed the model byte-identical features.
             frame[column] = frame[column].round(FEATURE_DECIMALS)
     return frame
+
+
+def candidate_frames(
+    wh: Warehouse, cutoff: date, *, with_labels: bool, users_per_chunk: int
+) -> Iterator[pd.DataFrame]:
+    """:func:`candidate_frame` in chunks of at most ``users_per_chunk`` users (consecutive
+    user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop.
+    Every stage that uses them works per user, so the chunks change no result."""
+    unions = " union all ".join(
+        f"select user_id from candidates.cand_{source} where as_of_date = @cutoff"
+        for source in SOURCES
+    )
+    users = wh.query_df(
+        f"select distinct user_id from ({unions}) as candidate_users order by user_id",
+        {"cutoff": cutoff},
+    )["user_id"].tolist()
+    if not users:
+        yield candidate_frame(wh, cutoff, with_labels=with_labels)
+        return
+    for start in range(0, len(users), max(1, users_per_chunk)):
+        chunk = users[start : start + max(1, users_per_chunk)]
+        yield candidate_frame(wh, cutoff, with_labels=with_labels, users=(chunk[0], chunk[-1]))
+
+
+def training_rows(
+    wh: Warehouse, cutoff: date, params: RankerParams, *, users_per_chunk: int
+) -> pd.DataFrame:
+    """The sampled, labelled training rows at ``cutoff`` (:func:`sample_training_rows`, per
+    user), gathered chunk by chunk."""
+    parts = [
+        sample_training_rows(frame, params)
+        for frame in candidate_frames(wh, cutoff, with_labels=True, users_per_chunk=users_per_chunk)
+    ]
+    rows = pd.concat(parts, ignore_index=True)
+    return rows.sort_values(["user_id", "item_id"]).reset_index(drop=True)
+
+
+def rank_in_chunks(
+    wh: Warehouse,
+    cutoff: date,
+    booster: lgb.Booster,
+    features: list[str],
+    k: int,
+    *,
+    users_per_chunk: int,
+) -> pd.DataFrame:
+    """:func:`rank_candidates` over every user with candidates at ``cutoff``, chunk by chunk."""
+    ranked = [
+        rank_candidates(frame, booster, features, k)
+        for frame in candidate_frames(
+            wh, cutoff, with_labels=False, users_per_chunk=users_per_chunk
+        )
+    ]
+    return pd.concat(ranked, ignore_index=True)
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:

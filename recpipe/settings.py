@@ -36,6 +36,7 @@ class Settings:
     active_days: users with an event in this many days before the as-of date get recommendations.
     label_days: length of the label window used to train and to validate the ranker.
     max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
+    users_per_chunk: users whose candidates are ranked (trained on, scored) in memory at once.
     """
 
     home: Path
@@ -46,6 +47,7 @@ class Settings:
     default_k: int = 20
     seed: int = 42
     max_active_runs: int = 4
+    users_per_chunk: int = 5_000
     bq_project: str | None = None
     bq_location: str = "US"
     bq_dataset_prefix: str = ""
@@ -129,6 +131,7 @@ def load_settings() -> Settings:
         candidate_depth=_int_env("RECPIPE_CANDIDATE_DEPTH", 50),
         seed=_int_env("RECPIPE_SEED", 42),
         max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),
+        users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 5_000),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,
         bq_location=os.environ.get("RECPIPE_BQ_LOCATION", "US"),
         bq_dataset_prefix=os.environ.get("RECPIPE_BQ_DATASET_PREFIX", ""),

@@ -1,0 +1,52 @@
+"""Ranking in chunks of users changes nothing: the training rows and the ranked top K are the
+same for any chunk size, so memory grows with the chunk, not with the shop."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from recpipe import pipeline, ranker
+from recpipe.warehouse import session
+
+from .conftest import ODD_USERS, make_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_chunks_of_users_change_neither_training_rows_nor_rankings(shop, prepared_shop):
+    run = make_run(prepared_shop.as_of, "chunks")
+    cutoffs = pipeline.run_cutoffs(run, shop)
+    params = ranker.RankerParams(n_estimators=20)
+    with session(shop) as wh:
+        whole_train = ranker.candidate_frame(wh, cutoffs["train"], with_labels=True)
+        expected_rows = ranker.sample_training_rows(whole_train, params)
+        trained = ranker.train(expected_rows, params)
+        serve = ranker.candidate_frame(wh, run.as_of_date, with_labels=False)
+        expected_top = ranker.rank_candidates(serve, trained.booster, trained.features, 10)
+
+        users = serve["user_id"].unique()
+        assert set(ODD_USERS) <= set(users)  # unicode and quote-laden ids fall in some range
+        chunks = list(
+            ranker.candidate_frames(wh, run.as_of_date, with_labels=False, users_per_chunk=7)
+        )
+        assert len(chunks) == math.ceil(len(users) / 7)
+        seen = [set(chunk["user_id"]) for chunk in chunks]
+        assert sum(map(len, seen)) == len(users) and set().union(*seen) == set(users)
+
+        for users_per_chunk in (7, 100, 10**6):
+            rows = ranker.training_rows(
+                wh, cutoffs["train"], params, users_per_chunk=users_per_chunk
+            )
+            pd.testing.assert_frame_equal(rows, expected_rows, check_dtype=False)
+            top = ranker.rank_in_chunks(
+                wh,
+                run.as_of_date,
+                trained.booster,
+                trained.features,
+                10,
+                users_per_chunk=users_per_chunk,
+            )
+            pd.testing.assert_frame_equal(top, expected_top)
