@@ -66,14 +66,18 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
-    from recpipe.ingest import ingest_events, ingest_items, ingest_users
+    """Check every file first (a missing or bad one creates nothing, not even the warehouse
+    file), then load them all in one transaction."""
+    from recpipe.ingest import ingest_files
     from recpipe.warehouse import session
 
-    with session(settings) as wh:
-        results = [ingest_items(wh, Path(args.items), quarantine=args.quarantine)]
-        if args.users:
-            results.append(ingest_users(wh, Path(args.users), quarantine=args.quarantine))
-        results.append(ingest_events(wh, Path(args.events), quarantine=args.quarantine))
+    results = ingest_files(
+        lambda: session(settings),
+        items=Path(args.items),
+        users=Path(args.users) if args.users else None,
+        events=Path(args.events),
+        quarantine=args.quarantine,
+    )
     for r in results:
         print(
             f"{r.table}: read {r.rows_read:,}, loaded {r.rows_loaded:,}, "
