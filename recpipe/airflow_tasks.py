@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from recpipe.gates import GateFailed
 from recpipe.pipeline import ParamError, Run, mark_failed, resolve_run, start_run
-from recpipe.settings import Settings
+from recpipe.settings import Settings, load_settings
+from recpipe.warehouse import WarehouseBusyError
+
+# The failure recorder runs after the failed task let go of the warehouse: a lock still held
+# then belongs to another process, and waiting a whole lock timeout again only delays the
+# report (a held lock would otherwise cost the run one timeout per task that touches it).
+RECORD_FAILURE_LOCK_TIMEOUT_S = 5
 
 
 def _one_line(err: BaseException) -> str:
@@ -33,6 +39,8 @@ def stage(run: dict[str, Any]) -> Iterator[Run]:
     except (GateFailed, ParamError) as err:
         mark_failed(current, _one_line(err))
         raise AirflowFailException(str(err)) from err
+    except WarehouseBusyError:
+        raise  # recording it would wait for the same lock again; the recorder task tries once
     except Exception as err:
         mark_failed(current, _one_line(err))
         raise
@@ -46,7 +54,10 @@ def begin(params: dict[str, Any], logical_date, run_after, run_id: str) -> dict[
         run = resolve_run(dict(params or {}), logical_date, run_after, run_id)
     except ParamError as err:
         raise AirflowFailException(str(err)) from err
-    start_run(run)
+    try:
+        start_run(run)
+    except WarehouseBusyError as err:  # already waited one lock timeout: no retry
+        raise AirflowFailException(str(err)) from err
     return asdict(run)
 
 
@@ -55,7 +66,18 @@ def fail_run(run: dict[str, Any]) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
     current = Run(**run)
-    reason = mark_failed(current, None)
+    settings = load_settings()
+    try:
+        reason = mark_failed(
+            current,
+            None,
+            replace(
+                settings,
+                lock_timeout_s=min(settings.lock_timeout_s, RECORD_FAILURE_LOCK_TIMEOUT_S),
+            ),
+        )
+    except WarehouseBusyError as err:
+        reason = f"not recorded in pipeline_runs: {err}"
     raise AirflowFailException(f"recpipe run for {current.as_of} failed: {reason}")
 
 

@@ -129,16 +129,23 @@ def _run_one(settings: Settings, as_of: date, conf: dict, verbose: bool = False)
     return outcome
 
 
+# The run is over when its reason is looked up: a lock still held is another process's, and the
+# tasks have waited for it already; the lookup only checks (the whole run costs one timeout).
+FAILURE_LOOKUP_LOCK_TIMEOUT_S = 2
+
+
 def _failure_reason(settings: Settings, run_id: str, failed: list[str]) -> str:
-    from recpipe.warehouse import session
+    from recpipe.warehouse import WarehouseBusyError, busy_message, session
 
     try:
-        with session(settings) as wh:
+        with session(settings, lock_timeout_s=FAILURE_LOOKUP_LOCK_TIMEOUT_S) as wh:
             rows = wh.query_df(
                 "select error from recpipe.pipeline_runs where run_id = @r", {"r": run_id}
             )
         if len(rows) and rows["error"].iloc[0]:
             return str(rows["error"].iloc[0])
+    except WarehouseBusyError as err:  # the usual reason the run could not record its own
+        return busy_message(err.path, err.holder, settings.lock_timeout_s)
     except Exception:  # noqa: BLE001 - the reason is a courtesy; the failure is reported anyway
         pass
     return f"failed tasks: {', '.join(failed) or 'unknown'}"

@@ -136,8 +136,10 @@ def _price_rules(column: str) -> list[_Rule]:
         # given.
         _Rule(
             f"{column} is stored exactly as a double (at most ~15 significant digits)",
-            f"{_present(column)} and "
-            f"_num_key(trim({column})) <> _num_key(cast({value} as varchar))",
+            # at most 15 digits and no exponent: always exact (the common case, checked fast)
+            f"{_present(column)} and case when not regexp_matches(trim({column}), '[eE]') "
+            f"and length(regexp_replace(trim({column}), '[^0-9]', '', 'g')) <= 15 then false "
+            f"else _num_key(trim({column})) <> _num_key(cast({value} as varchar)) end",
         ),
     ]
 
@@ -432,29 +434,34 @@ def prepare_events(
     _read_as_text(con, path, EVENT_COLUMNS[:4], EVENT_COLUMNS[4:])
     rows_read = con.execute("select count(*) from batch").fetchone()[0]
     _tag(con, _event_rules(_loaded_at_literal(loaded_at)))
+    con.execute(
+        f"create or replace temp table typed as "
+        f"select {_EVENT_IDENTITY} as event_id, * from ({_EVENT_TYPED})"
+    )
     # Same identity, different quantity or price: every row of such a group is reported; which
     # one is right cannot be told.
     con.execute(
-        f"""
-        update checked set reason = '{_CONFLICT}'
-        where row_number in (
-            select row_number from (
-                select row_number, {_EVENT_IDENTITY} as event_id,
-                       count(distinct (quantity, price)) over (partition by event_id) as values
-                from ({_EVENT_TYPED})
-            ) where values > 1
-        )
+        """
+        create or replace temp table conflicting as
+        select event_id from typed group by event_id
+        having count(*) > 1 and (min(quantity) <> max(quantity) or min(price) <> max(price)
+                                 or count(price) not in (0, count(*)))
         """
     )
+    con.execute(
+        f"update checked set reason = '{_CONFLICT}' where row_number in "
+        "(select row_number from typed join conflicting using (event_id))"
+    )
+    con.execute("delete from typed where event_id in (select event_id from conflicting)")
     bad = _report(con, path, quarantine)
     good = con.sql(
         f"""
-        select {_EVENT_IDENTITY} as event_id, user_id, item_id, event_type, event_ts,
-               session_id, quantity, price,
+        select event_id, user_id, item_id, event_type, event_ts, session_id, quantity, price,
                {_loaded_at_literal(loaded_at)}::timestamp as loaded_at,
                $file as source_file, row_number, raw_event_ts, raw_quantity, raw_price
-        from ({_EVENT_TYPED})
+        from typed
         qualify row_number() over (partition by event_id order by row_number) = 1
+        order by row_number
         """,
         params={"file": path.name},
     ).to_arrow_table()

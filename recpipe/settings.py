@@ -37,6 +37,7 @@ class Settings:
     label_days: length of the label window used to train and to validate the ranker.
     max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
     users_per_chunk: users whose candidates are ranked (trained on, scored) in memory at once.
+    lock_timeout_s: DuckDB: how long to wait for another process to release the warehouse file.
     """
 
     home: Path
@@ -48,6 +49,7 @@ class Settings:
     seed: int = 42
     max_active_runs: int = 4
     users_per_chunk: int = 5_000
+    lock_timeout_s: int = 30
     bq_project: str | None = None
     bq_location: str = "US"
     bq_dataset_prefix: str = ""
@@ -132,6 +134,7 @@ def load_settings() -> Settings:
         seed=_int_env("RECPIPE_SEED", 42),
         max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),
         users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 5_000),
+        lock_timeout_s=_int_env("RECPIPE_LOCK_TIMEOUT_S", 30),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,
         bq_location=os.environ.get("RECPIPE_BQ_LOCATION", "US"),
         bq_dataset_prefix=os.environ.get("RECPIPE_BQ_DATASET_PREFIX", ""),

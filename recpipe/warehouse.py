@@ -8,6 +8,7 @@ write a DataFrame to a table, and run several statements as one transaction.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 import uuid
@@ -24,10 +25,34 @@ WORK = "work"
 WORK_TABLE_EXPIRATION_MS = 2 * 24 * 3600 * 1000
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+# Settings.lock_timeout_s's default: a run with the file held fails after one such wait.
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
 
 
 class WarehouseBusyError(RuntimeError):
-    """The warehouse file is held by another writer for longer than we were willing to wait."""
+    """The warehouse file is held by another writer for longer than we were willing to wait.
+
+    ``path`` is the file, ``holder`` who holds it as DuckDB tells (``PID n, program``; empty
+    when it does not), ``waited_s`` how long we waited."""
+
+    def __init__(self, path: str, holder: str, waited_s: float) -> None:
+        self.path, self.holder, self.waited_s = path, holder, waited_s
+        super().__init__(busy_message(path, holder, waited_s))
+
+    def __reduce__(self):  # picklable like any exception (its args are not __init__'s)
+        return type(self), (self.path, self.holder, self.waited_s)
+
+
+def busy_message(path: str, holder: str, waited_s: float) -> str:
+    """One line: the warehouse is locked, its file, who holds it, how long was waited and the
+    setting that changes it."""
+    by = f" ({holder})" if holder else ""
+    return (
+        f"warehouse {path} is locked by another process{by} for more than {waited_s:.0f}s "
+        "(RECPIPE_LOCK_TIMEOUT_S); is another recpipe run, dbt or a DuckDB shell holding it?"
+    )
 
 
 def identifier(name: str) -> str:
@@ -79,7 +104,7 @@ class DuckDBWarehouse:
     kind = "duckdb"
 
     def __init__(
-        self, path: str, *, read_only: bool = False, lock_timeout_s: float = 120.0
+        self, path: str, *, read_only: bool = False, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     ) -> None:
         import duckdb
 
@@ -94,14 +119,15 @@ class DuckDBWarehouse:
                 if "lock" not in str(err).lower():
                     raise
                 if time.monotonic() >= deadline:
-                    raise WarehouseBusyError(
-                        f"warehouse {path} is locked by another process for more than "
-                        f"{lock_timeout_s:.0f}s; is another recpipe run or dbt still writing?"
-                    ) from err
+                    found = _HOLDER.search(str(err))
+                    holder = f"PID {found.group(2)}, {found.group(1)}" if found else ""
+                    raise WarehouseBusyError(path, holder, lock_timeout_s) from err
                 if not warned:
-                    print(f"waiting for the lock on {path} (held by another process)...")
+                    # a short check (a few seconds) is not a wait worth announcing
+                    level = logging.WARNING if lock_timeout_s >= 5 else logging.DEBUG
+                    log.log(level, "waiting for the lock on %s (held by another process)", path)
                     warned = True
-                time.sleep(1.0)
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self._con.execute("set timezone = 'UTC'")
 
     def table(self, schema: str, name: str) -> str:
@@ -313,21 +339,34 @@ def _airflow_connection_credentials(settings: Settings):
     return credentials, project
 
 
+class LossyLoadError(ValueError):
+    """A value would not reach BigQuery as it is: the load is refused, nothing is written."""
+
+
 def _bigquery_schema(arrow):
     """BigQuery column types of an Arrow table, and the table adjusted to them: an all-NULL
-    column becomes a STRING, a naive timestamp (UTC by recpipe's convention) a TIMESTAMP."""
+    column becomes a STRING, a naive timestamp (UTC by recpipe's convention) a TIMESTAMP.
+
+    Every value must reach BigQuery as it is: unsigned integers above INT64's range,
+    timestamps finer than BigQuery's microseconds and decimals beyond BIGNUMERIC raise
+    :class:`LossyLoadError` instead of being wrapped, truncated or rounded by the load job.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
     from google.cloud import bigquery
 
     fields = []
     for i, field in enumerate(arrow.schema):
         kind = field.type
+        column = arrow.column(i)
         if pa.types.is_null(kind):
-            arrow = arrow.set_column(i, field.name, arrow.column(i).cast(pa.string()))
+            arrow = arrow.set_column(i, field.name, column.cast(pa.string()))
             name = "STRING"
         elif pa.types.is_boolean(kind):
             name = "BOOL"
         elif pa.types.is_integer(kind):
+            if kind == pa.uint64() and (pc.max(column).as_py() or 0) > 2**63 - 1:
+                raise LossyLoadError(f"column {field.name}: a value exceeds BigQuery's INT64")
             name = "INT64"
         elif pa.types.is_floating(kind):
             name = "FLOAT64"
@@ -336,12 +375,27 @@ def _bigquery_schema(arrow):
         elif pa.types.is_date(kind):
             name = "DATE"
         elif pa.types.is_timestamp(kind):
+            if kind.unit == "ns":  # BigQuery keeps microseconds: refuse to drop nanoseconds
+                try:  # a safe cast raises rather than truncate
+                    column = column.cast(pa.timestamp("us", tz=kind.tz), safe=True)
+                except pa.ArrowInvalid:
+                    raise LossyLoadError(
+                        f"column {field.name}: timestamps finer than a microsecond"
+                    ) from None
             if not kind.tz:  # naive means UTC in recpipe: load as TIMESTAMP, not DATETIME
-                utc = pa.timestamp(kind.unit, tz="UTC")
-                arrow = arrow.set_column(i, field.name, arrow.column(i).cast(utc))
+                column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+            arrow = arrow.set_column(i, field.name, column)
             name = "TIMESTAMP"
         elif pa.types.is_decimal(kind):
-            name = "NUMERIC"
+            if kind.scale <= 9 and kind.precision - kind.scale <= 29:
+                name = "NUMERIC"
+            elif kind.scale <= 38 and kind.precision - kind.scale <= 38:
+                name = "BIGNUMERIC"
+            else:
+                raise LossyLoadError(
+                    f"column {field.name}: decimal({kind.precision}, {kind.scale}) is beyond "
+                    "BigQuery's BIGNUMERIC"
+                )
         else:
             raise TypeError(f"column {field.name}: no BigQuery type for Arrow type {kind}")
         fields.append(bigquery.SchemaField(field.name, name))
@@ -639,18 +693,21 @@ def batch_table(wh: Warehouse, rows: pd.DataFrame, name: str) -> Iterator[str]:
         wh.execute(f"drop table if exists {wh.table(WORK, scratch)}")
 
 
-def connect(settings: Settings) -> Warehouse:
-    """Open the warehouse chosen by ``settings.warehouse``."""
+def connect(settings: Settings, *, lock_timeout_s: float | None = None) -> Warehouse:
+    """Open the warehouse chosen by ``settings.warehouse``. DuckDB waits for another process's
+    lock up to ``lock_timeout_s`` (default ``settings.lock_timeout_s``), then raises
+    :class:`WarehouseBusyError`."""
     if settings.warehouse == "duckdb":
         settings.home.mkdir(parents=True, exist_ok=True)
-        return DuckDBWarehouse(str(settings.duckdb_path))
+        timeout = settings.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
+        return DuckDBWarehouse(str(settings.duckdb_path), lock_timeout_s=timeout)
     return BigQueryWarehouse.from_settings(settings)
 
 
 @contextlib.contextmanager
-def session(settings: Settings) -> Iterator[Warehouse]:
+def session(settings: Settings, *, lock_timeout_s: float | None = None) -> Iterator[Warehouse]:
     """Open the warehouse for one unit of work and always close it (releases DuckDB's lock)."""
-    wh = connect(settings)
+    wh = connect(settings, lock_timeout_s=lock_timeout_s)
     try:
         yield wh
     finally:

@@ -5,12 +5,15 @@ and a rerun gives the rows of a clean run.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 
 import duckdb
 import pytest
@@ -216,15 +219,20 @@ def hold_lock(path, seconds: float) -> subprocess.Popen:
     return holder
 
 
-def test_a_second_writer_makes_us_wait_then_fail_clearly_without_corruption(shop, capsys):
+def test_a_second_writer_makes_us_wait_then_fail_clearly_without_corruption(shop, caplog):
+    caplog.set_level(logging.DEBUG, logger="recpipe.warehouse")  # a 2 s wait logs at debug
     before = published(shop)
     holder = hold_lock(shop.duckdb_path, 30)
     try:
         started = time.monotonic()
-        with pytest.raises(WarehouseBusyError, match=r"locked by another process for more than"):
+        with pytest.raises(
+            WarehouseBusyError,
+            match=rf"warehouse {shop.duckdb_path} is locked by another process "
+            rf"\(PID {holder.pid}, .*\) for more than 2s \(RECPIPE_LOCK_TIMEOUT_S\)",
+        ):
             DuckDBWarehouse(str(shop.duckdb_path), lock_timeout_s=2)
-        assert time.monotonic() - started >= 2
-        assert "waiting for the lock" in capsys.readouterr().out
+        assert 2 <= time.monotonic() - started < 4
+        assert "waiting for the lock" in caplog.text
     finally:
         holder.kill()
         holder.wait()
@@ -270,3 +278,85 @@ def test_an_unusable_champion_artifact(shop, prepared_shop, damage):
         digest(published(shop, prepared_shop.previous))
         == (prepared_shop.digests[prepared_shop.previous])
     )
+
+
+def test_a_held_lock_fails_recpipe_run_within_one_timeout_with_one_line(airflow_db, tmp_path):
+    """Issue 13.6: with the warehouse file held by another process, `recpipe run` waits one
+    lock timeout (the first task), the failure recorder and the CLI's lookup do not wait it
+    again, and stderr has one line naming the locked file and its holder."""
+    timeout = 30
+    home = tmp_path / "home"
+    home.mkdir()
+    warehouse = home / "warehouse.duckdb"
+    duckdb.connect(str(warehouse)).execute("create schema recpipe").close()
+    holder = hold_lock(warehouse, 900)
+    env = {**os.environ, "RECPIPE_HOME": str(home), "RECPIPE_LOCK_TIMEOUT_S": str(timeout)}
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "recpipe.cli", "run", "--as-of", "2026-09-30"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines, reported = [], None
+        for line in run.stderr:  # the terminal's lines, and when the error reached it
+            if line.strip():
+                lines.append(line.rstrip("\n"))
+                reported = reported or time.time()
+        assert run.wait(timeout=900) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        rf"recpipe run: error: recpipe_daily for 2026-09-30 ended failed: warehouse "
+        rf"{re.escape(str(warehouse))} is locked by another process \(PID {holder.pid}, .*\) "
+        rf"for more than {timeout}s \(RECPIPE_LOCK_TIMEOUT_S\).*",
+        lines[0],
+    ), lines[0]
+    log = (home / "logs" / "recpipe_daily_2026-09-30.log").read_text()
+    waits = [line for line in log.splitlines() if "waiting for the lock" in line]
+    assert len(waits) == 1, waits  # only the first task waited
+    first_wait = datetime.fromisoformat(waits[0].split()[0].replace("Z", "+00:00"))
+    # one timeout plus Airflow closing the run (~10 s measured); three waits were >= 3 timeouts
+    assert reported - first_wait.timestamp() < 2 * timeout
+
+
+def test_with_the_lock_held_the_failure_recorder_and_the_first_task_do_not_wait_twice(
+    tmp_path, monkeypatch
+):
+    """The first task gives up after one timeout without retrying (AirflowFailException); the
+    failure recorder checks for a few seconds only and still fails the run with the reason."""
+    from dataclasses import asdict
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recpipe.airflow_tasks import RECORD_FAILURE_LOCK_TIMEOUT_S, begin, fail_run
+
+    home = tmp_path / "home"
+    home.mkdir()
+    warehouse = home / "warehouse.duckdb"
+    duckdb.connect(str(warehouse)).execute("create schema recpipe").close()
+    monkeypatch.setenv("RECPIPE_HOME", str(home))
+    monkeypatch.setenv("RECPIPE_LOCK_TIMEOUT_S", "60")
+    holder = hold_lock(warehouse, 300)
+    try:
+        started = time.monotonic()
+        with pytest.raises(
+            AirflowFailException,
+            match=rf"recpipe run for 2026-09-30 failed: not "
+            rf"recorded in pipeline_runs: warehouse {re.escape(str(warehouse))} "
+            r"is locked by another process",
+        ):
+            fail_run(asdict(make_run(datetime(2026, 9, 30).date(), "held")))
+        assert RECORD_FAILURE_LOCK_TIMEOUT_S <= time.monotonic() - started < 30
+
+        monkeypatch.setenv("RECPIPE_LOCK_TIMEOUT_S", "3")
+        started = time.monotonic()
+        with pytest.raises(AirflowFailException, match="is locked by another process"):
+            begin({"as_of": "2026-09-30"}, None, None, "held")
+        assert 3 <= time.monotonic() - started < 30
+    finally:
+        holder.kill()
+        holder.wait()
