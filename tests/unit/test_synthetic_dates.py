@@ -57,3 +57,13 @@ def test_default_weekday_follows_the_calendar(tmp_path):
 def test_bad_end_weekday_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="end_weekday must be 0"):
         generate_shop(tmp_path / "x", end_weekday=bad, **SMALL)
+
+
+def test_recpipe_generate_takes_an_end_date(recpipe_home, tmp_path, capsys):
+    from recpipe.cli import main
+
+    argv = ["generate", "--out", str(tmp_path / "s"), "--users", "20", "--items", "10"]
+    assert main([*argv, "--days", "3", "--end-date", "2017-06-29"]) == 0
+    assert "(2017-06-27 .. 2017-06-29)" in capsys.readouterr().out
+    events = pd.read_csv(tmp_path / "s" / "events.csv")
+    assert events["event_ts"].max().startswith("2017-06-29")
