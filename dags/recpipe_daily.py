@@ -34,6 +34,11 @@ from recpipe.dbt_manifest import ensure_manifest
 from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
 
 RESOLVE = "run__resolve_params"
+# The earliest date a run (CLI, trigger form, Airflow backfill) may have: before any shop's data,
+# so every historical as-of date runs (Airflow creates a run before start_date with no task at
+# all). With catchup=False the scheduler never fills this history: the first scheduled run is
+# the latest daily tick when the DAG is unpaused (README "Scheduling and the first date").
+HISTORY_START = pendulum.datetime(1970, 1, 1, tz="UTC")
 # DuckDB: one run at a time, every task in a one-slot pool; BigQuery: one run, tasks in parallel.
 CONCURRENCY = dag_concurrency(load_settings())
 
@@ -41,7 +46,7 @@ CONCURRENCY = dag_concurrency(load_settings())
 @dag(
     dag_id="recpipe_daily",
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=HISTORY_START,
     catchup=False,
     max_active_runs=CONCURRENCY["max_active_runs"],
     doc_md=__doc__,

@@ -43,10 +43,102 @@ class DagRunOutcome:
     state: str
     task_seconds: dict[str, float] = field(default_factory=dict)
     failed_tasks: list[str] = field(default_factory=list)
+    # Tasks that ran (ended success or failed; skipped ones did not): empty when no stage ran.
+    tasks_run: list[str] = field(default_factory=list)
+    dag_start: date | None = None
 
     @property
     def ok(self) -> bool:
         return self.state == "success"
+
+
+class NotPublishedError(RuntimeError):
+    """Airflow reported the DAG run a success, but recpipe did not publish that date."""
+
+
+@dataclass(frozen=True)
+class PublishedRun:
+    """What ``recpipe.pipeline_runs`` recorded for a run that published."""
+
+    run_id: str
+    run_date: date
+    users: int
+    rows: int
+    model_version: str
+
+
+def check_published(settings: Settings, outcome: DagRunOutcome) -> PublishedRun:
+    """The run of ``outcome`` as ``recpipe.pipeline_runs`` recorded it, if it published.
+
+    Airflow's "success" is not enough: a DAG run with no task instance (a logical date before
+    the DAG's ``start_date``) is marked success although no stage ran. Raises
+    :class:`NotPublishedError` with a one-line reason unless a task ran and ``pipeline_runs``
+    holds this run id with ``status = 'success'``, ``run_date`` equal to the as-of date and
+    ``rows > 0``.
+    """
+    from recpipe.warehouse import session
+
+    as_of, run_id = outcome.as_of, outcome.run_id
+    if not outcome.tasks_run:
+        why = (
+            f"the date is before the DAG's start_date {outcome.dag_start}"
+            if outcome.dag_start is not None and as_of < outcome.dag_start
+            else "the DAG run has no task instance"
+        )
+        raise NotPublishedError(
+            f"recpipe_daily for {as_of}: Airflow marked run {run_id} {outcome.state} but no "
+            f"stage ran ({why}); nothing was published"
+        )
+    with session(settings) as wh:
+        rows = wh.query_df(
+            "select run_date, status, users, rows, model_version, error "
+            "from recpipe.pipeline_runs where run_id = @r",
+            {"r": run_id},
+        )
+    if rows.empty:
+        raise NotPublishedError(
+            f"recpipe_daily for {as_of}: run {run_id} is not in recpipe.pipeline_runs; "
+            "nothing was published"
+        )
+    row = rows.iloc[0]
+    run_date = _as_date(row["run_date"])
+    if run_date != as_of:
+        raise NotPublishedError(
+            f"recpipe_daily for {as_of}: run {run_id} ran for {run_date}, not {as_of}"
+        )
+    if row["status"] != "success":
+        error = f": {row['error']}" if isinstance(row["error"], str) and row["error"] else ""
+        raise NotPublishedError(
+            f"recpipe_daily for {as_of}: pipeline_runs says {row['status']}{error}"
+        )
+    published = 0 if _missing(row["rows"]) else int(row["rows"])
+    if published <= 0:
+        raise NotPublishedError(
+            f"recpipe_daily for {as_of}: run {run_id} succeeded but published no rows"
+        )
+    return PublishedRun(
+        run_id=run_id,
+        run_date=run_date,
+        users=0 if _missing(row["users"]) else int(row["users"]),
+        rows=published,
+        model_version=str(row["model_version"]),
+    )
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    import pandas as pd
+
+    return pd.Timestamp(value).date()
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
@@ -121,7 +213,9 @@ def run_dag(settings: Settings, as_of: date, conf: dict[str, Any] | None = None)
     dag = load_dag()
     logical_date = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
     dag_run = dag.test(logical_date=logical_date, run_conf=dict(conf or {}))
-    return _outcome(as_of, dag_run)
+    outcome = _outcome(as_of, dag_run)
+    outcome.dag_start = dag.start_date.date() if dag.start_date else None
+    return outcome
 
 
 def _outcome(as_of: date, dag_run) -> DagRunOutcome:
@@ -138,6 +232,8 @@ def _outcome(as_of: date, dag_run) -> DagRunOutcome:
         for ti in tis:
             if ti.start_date and ti.end_date:
                 outcome.task_seconds[ti.task_id] = (ti.end_date - ti.start_date).total_seconds()
+            if str(ti.state) in ("success", "failed"):
+                outcome.tasks_run.append(ti.task_id)
             if str(ti.state) == "failed":
                 outcome.failed_tasks.append(ti.task_id)
     outcome.state = outcome.state.split(".")[-1].lower()

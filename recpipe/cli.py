@@ -58,6 +58,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
         days=args.days,
         seed=args.seed,
         fmt=args.format,
+        **({"end_date": args.end_date} if args.end_date else {}),
     )
     print(
         f"wrote {summary.events:,} events, {summary.items:,} items, {summary.users:,} users "
@@ -111,7 +112,8 @@ def _output_to(log_path: Path | None) -> Iterator[None]:
 
 
 def _run_one(settings: Settings, as_of: date, conf: dict, verbose: bool = False):
-    from recpipe.airflow_runner import run_dag
+    """Run the DAG for ``as_of``; success only when ``pipeline_runs`` says that date published."""
+    from recpipe.airflow_runner import check_published, run_dag
 
     log_path = None if verbose else settings.home / "logs" / f"recpipe_daily_{as_of}.log"
     if log_path:
@@ -125,7 +127,11 @@ def _run_one(settings: Settings, as_of: date, conf: dict, verbose: bool = False)
             f"recpipe_daily for {as_of} ended {outcome.state}: "
             f"{_failure_reason(settings, outcome.run_id, outcome.failed_tasks)}"
         )
-    print(f"recpipe_daily for {as_of}: {outcome.state} (run {outcome.run_id})")
+    done = check_published(settings, outcome)
+    print(
+        f"recpipe_daily for {as_of}: {outcome.state}, published {done.rows:,} rows for "
+        f"{done.users:,} users (run {outcome.run_id})"
+    )
     return outcome
 
 
@@ -191,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--items", type=int, default=1000)
     gen.add_argument("--days", type=int, default=60)
     gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument(
+        "--end-date",
+        type=_date,
+        help="last day of events, YYYY-MM-DD, any date (default 2026-09-30, the generator's)",
+    )
     gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
 
     ing = sub.add_parser("ingest", help="load input files into the raw tables")

@@ -115,18 +115,40 @@ def collect(wh: Warehouse) -> dict[str, pd.DataFrame]:
     }
 
 
+HEADLINE_METRIC = "ndcg@10"
+
+
+def strongest_baseline(
+    baselines: dict[str, dict], metric: str = HEADLINE_METRIC
+) -> tuple[str, dict]:
+    """The baseline of a run (``model_registry.baseline_metrics``) with the highest ``metric``,
+    as (name, its metrics); ("", {}) when the run measured none. Headlines compare the ranker
+    with this one, not with popularity, the weakest baseline on most shops (issue 11)."""
+    measured = {
+        name: values
+        for name, values in baselines.items()
+        if isinstance(values, dict) and values.get(metric) is not None
+    }
+    if not measured:
+        return "", {}
+    name = max(sorted(measured), key=lambda n: measured[n][metric])
+    return name, measured[name]
+
+
 def metrics_frame(models: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: its as-of date and each metric for the ranker and for popularity."""
+    """One row per model: its as-of date, each metric for the ranker and for the strongest
+    baseline of that model's validation run (by NDCG@10), and which baseline that was."""
     rows = []
     # A retrain can reproduce an existing version (deterministic training): show it once.
     models = models.drop_duplicates("model_version", keep="last")
     for _, model in models.iterrows():
         ranker = json.loads(model["validation_metrics"] or "{}")
-        baseline = json.loads(model["baseline_metrics"] or "{}").get("popularity", {})
+        name, baseline = strongest_baseline(json.loads(model["baseline_metrics"] or "{}"))
         row = {"model_version": model["model_version"], "as_of_date": model["as_of_date"]}
         for metric in METRICS:
             row[f"ranker {metric}"] = ranker.get(metric)
-            row[f"popularity {metric}"] = baseline.get(metric)
+            row[f"best baseline {metric}"] = baseline.get(metric)
+        row["best baseline"] = name
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -145,7 +167,7 @@ def _metrics_plot(metrics: pd.DataFrame) -> str:
     dates = pd.to_datetime(metrics["as_of_date"])
     for axis, metric in zip(axes, METRICS, strict=True):
         axis.plot(dates, metrics[f"ranker {metric}"], marker="o", label="LightGBM ranker")
-        axis.plot(dates, metrics[f"popularity {metric}"], marker="s", label="popularity baseline")
+        axis.plot(dates, metrics[f"best baseline {metric}"], marker="s", label="strongest baseline")
         axis.set_title(f"{metric.upper()} on the validation week, per model")
         axis.set_ylim(bottom=0)
         axis.tick_params(axis="x", rotation=30)
@@ -198,7 +220,7 @@ def render_body(data: dict[str, pd.DataFrame]) -> str:
         "<h3>Checks of the latest run</h3>",
         _table(data["gates"], "gates"),
     ]
-    parts.append("<h2 id='metrics'>Ranker vs popularity baseline</h2>")
+    parts.append("<h2 id='metrics'>Ranker vs the strongest baseline</h2>")
     if data["models"].empty:
         parts.append("<p class='empty'>no model trained yet</p>")
     else:

@@ -898,6 +898,10 @@ def _write_table(path: Path, table: pa.Table, fmt: str) -> None:
 # --- Entry point ----------------------------------------------------------------------------------
 
 
+#: The last day of a generated shop unless told otherwise (tests and benchmarks rely on it).
+DEFAULT_END_DATE = date(2026, 9, 30)
+
+
 def _validate(users: int, items: int, days: int, fmt: str, end_date: date) -> None:
     for name, value in (("users", users), ("items", items), ("days", days)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -915,13 +919,18 @@ def generate_shop(
     items: int = 1000,
     days: int = 60,
     seed: int = 42,
-    end_date: date = date(2026, 9, 30),
+    end_date: date = DEFAULT_END_DATE,
+    end_weekday: int | None = None,
     fmt: str = "csv",
     show_progress: bool = True,
 ) -> ShopSummary:
     """Write a synthetic shop (``events``, ``items``, ``users`` files) to ``out_dir``.
 
     Events cover the days ``end_date - days + 1`` .. ``end_date`` (UTC) and are sorted by time.
+    The weekly cycle (busier weekends) follows the calendar, unless ``end_weekday`` (0 = Monday)
+    says which weekday the simulated last day is: shops that differ only in ``end_date`` are then
+    exact time shifts of each other (``recpipe demo`` ends yesterday, with the same events, hence
+    the same metrics, on any day it is run).
     The same arguments always give byte-identical files. ``fmt`` is "csv" or "parquet"; days are
     generated and written one at a time, so memory does not grow with the number of events.
 
@@ -931,6 +940,10 @@ def generate_shop(
     See the module docstring for the generative story.
     """
     _validate(users, items, days, fmt, end_date)
+    if end_weekday is None:
+        end_weekday = end_date.weekday()
+    elif isinstance(end_weekday, bool) or end_weekday not in range(7):
+        raise ValueError(f"end_weekday must be 0 (Monday) .. 6 (Sunday), got {end_weekday!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start_date = end_date - timedelta(days=days - 1)
@@ -956,7 +969,7 @@ def generate_shop(
             disable=not show_progress,
         )
         for day in progress:
-            weekday = (start_date + timedelta(days=day)).weekday()
+            weekday = (end_weekday - (days - 1 - day)) % 7
             table, state = _simulate_day(day, seed, start_s, weekday, population, catalog, state)
             if table.num_rows:
                 last_day = day

@@ -149,7 +149,7 @@ def test_browser_shows_runs_gates_metrics_recall_and_recommendations(airflow_sce
     assert page["headings"] == [
         "Recent runs",
         "Gate results per run",
-        "Ranker vs popularity baseline",
+        "Ranker vs the strongest baseline",
         "Candidate recall",
         "Sample of the latest published recommendations",
     ]

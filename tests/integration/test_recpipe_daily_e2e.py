@@ -165,7 +165,7 @@ def test_report_shows_runs_gates_and_metrics(shop_home, as_of, tmp_path):
         assert run_dag(shop_home, as_of, {"k": 10}).state == "success"
 
     page = write_report(shop_home, tmp_path / "report.html").read_text()
-    assert "Ranker vs popularity" in page and "data:image/png;base64," in page
+    assert "Ranker vs the strongest baseline" in page and "data:image/png;base64," in page
     assert "union_recall_valid" in page and "success" in page
 
 
