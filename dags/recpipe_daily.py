@@ -25,12 +25,13 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, chain, dag, task
-from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos import DbtTaskGroup, ExecutionConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
 
 from recpipe.airflow_runner import dag_concurrency
 from recpipe.airflow_tasks import begin, dbt_vars_template, stage
-from recpipe.dbt_manifest import ensure_manifest
+from recpipe.dbt_manifest import require_manifest
+from recpipe.dbt_profile import profile_config
 from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
 
 RESOLVE = "run__resolve_params"
@@ -83,8 +84,11 @@ CONCURRENCY = dag_concurrency(load_settings())
 )
 def recpipe_daily():
     @task(task_id=RESOLVE, retries=0)
-    def resolve_params(params=None, logical_date=None, dag_run=None, run_id=None) -> dict:
-        return begin(params, logical_date, getattr(dag_run, "run_after", None), run_id)
+    def resolve_params(
+        parsed_with: dict, params=None, logical_date=None, dag_run=None, run_id=None
+    ) -> dict:
+        run_after = getattr(dag_run, "run_after", None)
+        return begin(params, logical_date, run_after, run_id, parsed_with=parsed_with)
 
     @task(task_id="gate__raw", retries=0)
     def gate_raw(run: dict) -> None:
@@ -97,13 +101,11 @@ def recpipe_daily():
     dbt = DbtTaskGroup(
         group_id="dbt",
         project_config=ProjectConfig(
-            DBT_PROJECT_DIR, manifest_path=ensure_manifest(), install_dbt_deps=False
+            DBT_PROJECT_DIR,
+            manifest_path=require_manifest(settings.dbt_manifest),
+            install_dbt_deps=False,
         ),
-        profile_config=ProfileConfig(
-            profile_name="recpipe",
-            target_name=settings.dbt_target,
-            profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
-        ),
+        profile_config=profile_config(settings),
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.LOCAL, dbt_executable_path=dbt_executable()
         ),
@@ -185,7 +187,8 @@ def recpipe_daily():
 
         fail_run(run)
 
-    run = resolve_params()
+    # What this parse baked in (dbt target, profile, env, vars), checked against the worker's.
+    run = resolve_params(settings.parse_time_settings())
     version = train_or_load(run)
     published = publish(run)
     chain(

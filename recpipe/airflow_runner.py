@@ -197,8 +197,14 @@ def _ensure_pool() -> None:
 
 
 def load_dag():
-    """The ``recpipe_daily`` DAG, parsed from the dags folder, with import errors surfaced."""
+    """The ``recpipe_daily`` DAG, parsed from the dags folder, with import errors surfaced.
+    Builds the dbt manifest first when it is missing or stale (the DAG file never does)."""
     from airflow.dag_processing.dagbag import DagBag
+
+    from recpipe.dbt_manifest import ensure_manifest
+    from recpipe.settings import load_settings
+
+    ensure_manifest(load_settings().dbt_manifest)
 
     bag = DagBag(dag_folder=str(DAGS_DIR))
     if bag.import_errors:

@@ -14,7 +14,7 @@ from typing import Any
 
 from recpipe.gates import GateFailed
 from recpipe.pipeline import ParamError, Run, mark_failed, resolve_run, start_run
-from recpipe.settings import Settings, load_settings
+from recpipe.settings import Settings, load_settings, settings_mismatch
 from recpipe.warehouse import WarehouseBusyError
 
 # The failure recorder runs after the failed task let go of the warehouse: a lock still held
@@ -46,10 +46,24 @@ def stage(run: dict[str, Any]) -> Iterator[Run]:
         raise
 
 
-def begin(params: dict[str, Any], logical_date, run_after, run_id: str) -> dict[str, Any]:
-    """Validate params, settle the as-of date and record the run; returns the run for XCom."""
+def begin(
+    params: dict[str, Any],
+    logical_date,
+    run_after,
+    run_id: str,
+    parsed_with: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Validate params, settle the as-of date and record the run; returns the run for XCom.
+
+    parsed_with: the settings the DAG was parsed with (Settings.parse_time_settings()); when
+    this worker's differ the run fails here, before anything is written, with one line.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
+    if parsed_with is not None:
+        mismatch = settings_mismatch(parsed_with, load_settings())
+        if mismatch:
+            raise AirflowFailException(mismatch)
     try:
         run = resolve_run(dict(params or {}), logical_date, run_after, run_id)
     except ParamError as err:

@@ -185,6 +185,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     run_demo(settings, **DEMO_SHOP)
 
 
+def cmd_manifest(args: argparse.Namespace, settings: Settings) -> None:
+    from recpipe.dbt_manifest import build_manifest, ensure_manifest
+
+    build = build_manifest if args.force else ensure_manifest
+    print(f"dbt manifest: {build(settings.dbt_manifest)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recpipe", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,10 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write an HTML report of runs, gates and metrics")
     rep.add_argument("--out", default="recpipe_report.html")
+
+    man = sub.add_parser(
+        "manifest",
+        help="build the dbt manifest the DAG's dbt tasks are rendered from (a deploy step: "
+        "the DAG file never runs dbt; RECPIPE_DBT_MANIFEST sets where it is written)",
+    )
+    man.add_argument(
+        "--force", action="store_true", help="rebuild even when it is current (default: no)"
+    )
     return parser
 
 
 COMMANDS = {
+    "manifest": cmd_manifest,
     "demo": cmd_demo,
     "generate": cmd_generate,
     "ingest": cmd_ingest,

@@ -300,6 +300,9 @@ def start(
         raise RuntimeError(f"port {port} on 127.0.0.1 is in use; choose another with --port")
     (home / "logs").mkdir(parents=True, exist_ok=True)
     env = service_environment(settings, home, port, scheduled_runs) | dict(extra_env or {})
+    from recpipe.dbt_manifest import ensure_manifest
+
+    ensure_manifest(settings.dbt_manifest)  # the dag-processor only reads it
     migrate = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env=env,

@@ -13,10 +13,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-DAGS_DIR = REPO_ROOT / "dags"
-PLUGINS_DIR = REPO_ROOT / "plugins"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def _shipped(name: str) -> Path:
+    """A folder of the checkout (``dbt_project``, ``dags``, ``plugins``) or, installed from a
+    wheel, its copy inside the package (pyproject.toml ships them as ``recpipe/<name>``)."""
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else REPO_ROOT / name
+
+
+DBT_PROJECT_DIR = _shipped("dbt_project")
+DAGS_DIR = _shipped("dags")
+PLUGINS_DIR = _shipped("plugins")
 
 WAREHOUSES = ("duckdb", "bigquery")
 
@@ -38,6 +48,8 @@ class Settings:
     max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
     users_per_chunk: users whose candidates are ranked (trained on, scored) in memory at once.
     lock_timeout_s: DuckDB: how long to wait for another process to release the warehouse file.
+    dbt_manifest: the manifest cosmos renders the dbt task group from, built by
+    ``recpipe manifest`` (recpipe/dbt_manifest.py) before Airflow parses the DAG.
     """
 
     home: Path
@@ -56,6 +68,7 @@ class Settings:
     bq_api_endpoint: str | None = field(default=None, repr=False)
     bq_credentials: str = "adc"
     bq_maximum_bytes_billed: int | None = None
+    dbt_manifest: Path = DBT_PROJECT_DIR / "target" / "manifest.json"
 
     @property
     def duckdb_path(self) -> Path:
@@ -101,6 +114,35 @@ class Settings:
             env["RECPIPE_BQ_MAXIMUM_BYTES_BILLED"] = str(self.bq_maximum_bytes_billed)
         return env
 
+    def parse_time_settings(self) -> dict[str, str]:
+        """The settings the DAG file bakes into the DAG when it is parsed (dbt target, profile,
+        env and vars), keyed by the environment variable each comes from; a worker with other
+        values would run dbt and the Python stages on different warehouses or cutoffs."""
+        return {
+            "RECPIPE_WAREHOUSE": self.warehouse,
+            "RECPIPE_BQ_CREDENTIALS": self.bq_credentials,
+            **{f"RECPIPE_{name.upper()}": str(value) for name, value in self.dbt_vars().items()},
+            **self.dbt_env(),
+        }
+
+
+def settings_mismatch(parsed: dict[str, str], current: Settings) -> str | None:
+    """One line naming every setting that differs between ``parsed`` (what the DAG was parsed
+    with, :meth:`Settings.parse_time_settings`) and ``current`` (this process); None if none."""
+    here = current.parse_time_settings()
+    differ = [
+        f"{key} parsed {parsed.get(key)!r}, here {here.get(key)!r}"
+        for key in sorted(set(parsed) | set(here))
+        if parsed.get(key) != here.get(key)
+    ]
+    if not differ:
+        return None
+    return (
+        "the DAG was parsed with other RECPIPE_* settings than this worker has ("
+        + "; ".join(differ)
+        + "): give the dag-processor, scheduler and workers the same RECPIPE_* environment"
+    )
+
 
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -141,4 +183,7 @@ def load_settings() -> Settings:
         bq_api_endpoint=os.environ.get("RECPIPE_BQ_API_ENDPOINT") or None,
         bq_credentials=_choice_env("RECPIPE_BQ_CREDENTIALS", ("adc", "airflow"), "adc"),
         bq_maximum_bytes_billed=_int_env("RECPIPE_BQ_MAXIMUM_BYTES_BILLED", 50_000_000_000),
+        dbt_manifest=Path(
+            os.environ.get("RECPIPE_DBT_MANIFEST") or DBT_PROJECT_DIR / "target" / "manifest.json"
+        ).resolve(),
     )
