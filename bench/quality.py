@@ -52,10 +52,11 @@ import pandas as pd
 
 ML100K = "recbole/dataset_example/ml-100k/ml-100k"
 K = 10
-ROWS = ("ranker", "popularity", "personal_top_frequency", "implicit_als", "item_knn")
+ROWS = ("ranker", "popularity", "personal_top_frequency", "implicit_als", "item_knn", "tifuknn")
 INSTACART = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instacart_valid"
 INSTACART_AS_OF = date(2017, 6, 30)
-INSTACART_LABEL_DAYS = 7
+INSTACART_LABEL_DAYS = 14
+INSTACART_TRAIN_CUTOFFS = 3
 # Reference recommenders measured on the split (its README): NDCG@10, Recall@10, new recall@10.
 INSTACART_REFERENCE = {
     "global popularity": (0.108, 0.076, 0.030),
@@ -124,6 +125,7 @@ def run_pipeline(
     label_days: int,
     users: Path | None = None,
     publish: bool = False,
+    train_cutoffs: int = 1,
 ) -> dict:
     """Ingest, build dbt, run the Python stages for ``as_of``; return the measured figures.
 
@@ -132,6 +134,7 @@ def run_pipeline(
     """
     os.environ["RECPIPE_HOME"] = str(home)
     os.environ["RECPIPE_LABEL_DAYS"] = str(label_days)
+    os.environ["RECPIPE_TRAIN_CUTOFFS"] = str(train_cutoffs)
     from recpipe import pipeline
     from recpipe.dbt_cli import DbtCommandFailed, run_dbt
     from recpipe.gates import GateFailed
@@ -223,6 +226,7 @@ def table(result: dict) -> pd.DataFrame:
         "popularity": "popularity",
         "implicit_als": "als",
         "item_knn": "knn",
+        "tifuknn": "tifuknn",
         "ranker": "union",
     }
     rows = []
@@ -277,7 +281,7 @@ def score_published(published: pd.DataFrame, truth: pd.DataFrame, history: pd.Da
     return figures
 
 
-def run_instacart(work: Path, data: Path, label_days: int) -> dict:
+def run_instacart(work: Path, data: Path, label_days: int, train_cutoffs: int) -> dict:
     """The pipeline for 2017-06-30 on the shared Instacart split, its published lists scored."""
     missing = [f for f in ("events.csv", "items.csv", "truth.csv") if not (data / f).exists()]
     if missing:
@@ -291,6 +295,7 @@ def run_instacart(work: Path, data: Path, label_days: int) -> dict:
         INSTACART_AS_OF,
         label_days,
         publish=True,
+        train_cutoffs=train_cutoffs,
     )
     truth = pd.read_csv(data / "truth.csv", dtype=str)
     history = pd.read_csv(data / "events.csv", usecols=["user_id", "item_id"], dtype=str)
@@ -335,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shop-days", type=int, default=60)
     parser.add_argument("--instacart-dir", type=Path, default=INSTACART)
     parser.add_argument("--instacart-label-days", type=int, default=INSTACART_LABEL_DAYS)
+    parser.add_argument("--instacart-train-cutoffs", type=int, default=INSTACART_TRAIN_CUTOFFS)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="recpipe-bench-"))
@@ -344,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         events, items, as_of = movielens_files(wheel, work / "ml100k_files")
         results.append(run_pipeline("ml-100k", work / "ml100k", events, items, as_of, 14))
     if args.dataset == "instacart":
-        results.append(run_instacart(work, args.instacart_dir, args.instacart_label_days))
+        results.append(
+            run_instacart(
+                work, args.instacart_dir, args.instacart_label_days, args.instacart_train_cutoffs
+            )
+        )
     if args.dataset in ("shop", "both"):
         from recpipe.synthetic import generate_shop
 
