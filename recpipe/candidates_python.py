@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-__all__ = ["als_candidates", "item_knn_candidates"]
+__all__ = ["als_candidates", "item_knn_candidates", "tifuknn_candidates"]
 
 OUTPUT_COLUMNS = ["user_id", "item_id", "score", "rank"]
 
@@ -338,3 +338,106 @@ def item_knn_candidates(
 
         result = _rank_blocks(matrix, rows, cols, depth, score_block, floor=0.0)
     return _finish(result, interactions)
+
+
+# --------------------------------------------------------------------------------------------
+# TIFU-kNN: time-decayed personal item frequency, blended with the nearest users' (next basket)
+# --------------------------------------------------------------------------------------------
+
+BASKET_COLUMNS = ("user_id", "item_id", "basket_id", "basket_ts")
+
+
+def _decayed_frequency(baskets: pd.DataFrame, decay: float) -> pd.DataFrame:
+    """Per (user, item): sum over the user's baskets holding the item of ``decay ** age`` divided
+    by the sum over all the user's baskets, age 0 = the latest basket (ties: basket_id)."""
+    missing = set(BASKET_COLUMNS) - set(baskets.columns)
+    if missing:
+        raise ValueError(f"baskets is missing columns {sorted(missing)}")
+    if baskets[["user_id", "item_id", "basket_id"]].isna().any().any():
+        raise ValueError("baskets.user_id / item_id / basket_id must not be null")
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
+    distinct = baskets[list(BASKET_COLUMNS)].drop_duplicates(["user_id", "item_id", "basket_id"])
+    order = (
+        distinct.groupby(["user_id", "basket_id"], sort=False)["basket_ts"]
+        .min()
+        .reset_index()
+        .sort_values(["user_id", "basket_ts", "basket_id"], ascending=[True, False, False])
+    )
+    order["age"] = order.groupby("user_id", sort=False).cumcount()
+    order["decayed"] = np.power(decay, order["age"].to_numpy(dtype=np.float64))
+    total = order.groupby("user_id")["decayed"].sum().rename("total")
+    rows = distinct.merge(order[["user_id", "basket_id", "decayed"]], on=["user_id", "basket_id"])
+    frequency = rows.groupby(["user_id", "item_id"], as_index=False)["decayed"].sum()
+    frequency = frequency.merge(total, left_on="user_id", right_index=True)
+    return pd.DataFrame(
+        {
+            "user_id": frequency["user_id"],
+            "item_id": frequency["item_id"],
+            "weight": frequency["decayed"] / frequency["total"],
+        }
+    )
+
+
+def tifuknn_candidates(
+    baskets: pd.DataFrame,
+    users: Sequence[str],
+    available_items: Sequence[str],
+    *,
+    depth: int = 50,
+    decay: float = 0.8,
+    alpha: float = 0.8,
+    neighbours: int = 300,
+) -> pd.DataFrame:
+    """Top-``depth`` items per user by TIFU-kNN (Hu et al., SIGIR 2020), the next-basket method.
+
+    baskets: one row per (user_id, item_id, basket_id) bought before the cutoff, with the
+        basket's ``basket_ts`` (its age order; duplicates ignored).
+    Personal vector ``p_u``: for each item, ``sum decay ** age`` over the user's baskets that
+    hold it, divided by ``sum decay ** age`` over all the user's baskets (age 0 = latest
+    basket), so in [0, 1]. Neighbour vector ``n_u``: the mean ``p_v`` of the ``neighbours``
+    users v most cosine-similar to ``p_u`` (the user excluded; ties by user_id). Score:
+    ``alpha * p_u + (1 - alpha) * n_u``; ``alpha = 1`` is the personal part alone (no kNN).
+    Items scored 0 are not returned. Other parameters and the output: see the module docstring.
+    """
+    _check_depth(depth)
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be >= 1, got {neighbours}")
+    if baskets.empty:
+        return _empty(baskets)
+    frequency = _decayed_frequency(baskets, decay)
+    matrix = _Matrix(frequency)
+    personal = matrix.weights
+    rows = matrix.user_rows(users)
+    cols = matrix.item_cols(available_items)
+    if len(rows) == 0 or len(cols) == 0:
+        return _empty(baskets)
+    n_users = personal.shape[0]
+    k = min(neighbours, n_users - 1)
+    personal_cols = personal[:, cols].tocsr()
+    norms = np.sqrt(np.asarray(personal.multiply(personal).sum(axis=1)).ravel())
+    unit = sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ personal)
+
+    with threadpool_limits(limits=1):
+
+        def score_block(block_rows: np.ndarray) -> np.ndarray:
+            scores = alpha * personal_cols[block_rows].toarray()
+            if alpha == 1 or k < 1:
+                return scores
+            similarity = (unit[block_rows] @ unit.T).toarray()
+            similarity[np.arange(len(block_rows)), block_rows] = -np.inf  # not one's own
+            # best k per row: similarity desc, then user position asc (exact, deterministic)
+            nearest, _ = _topk(similarity, k, -np.inf)
+            pick = sp.csr_matrix(
+                (
+                    np.full(nearest.size, 1.0 / k),
+                    (np.repeat(np.arange(len(block_rows)), k), nearest.ravel()),
+                ),
+                shape=(len(block_rows), n_users),
+            )
+            return scores + (1 - alpha) * (pick @ personal_cols).toarray()
+
+        result = _rank_blocks(matrix, rows, cols, depth, score_block, floor=0.0)
+    return _finish(result, baskets)

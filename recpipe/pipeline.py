@@ -108,13 +108,19 @@ def _now() -> datetime:
 
 def run_cutoffs(run: Run, settings: Settings) -> dict[str, date]:
     """The run's cutoffs by role, as dbt's ``int_cutoffs`` derives them from the same vars
-    (``label_days`` reaches dbt from the settings: :meth:`Settings.dbt_vars`)."""
+    (``label_days``, ``train_cutoffs`` reach dbt from the settings: :meth:`Settings.dbt_vars`):
+    serve = D, valid = D - label_days, train = D - 2 x label_days, train_2 one window earlier.."""
     window = timedelta(days=settings.label_days)
-    return {
-        "serve": run.as_of_date,
-        "valid": run.as_of_date - window,
-        "train": run.as_of_date - 2 * window,
-    }
+    cutoffs = {"serve": run.as_of_date, "valid": run.as_of_date - window}
+    for step in range(1, settings.train_cutoffs + 1):
+        role = "train" if step == 1 else f"train_{step}"
+        cutoffs[role] = run.as_of_date - (step + 1) * window
+    return cutoffs
+
+
+def train_cutoffs(cutoffs: dict[str, date]) -> list[date]:
+    """The training cutoffs among ``run_cutoffs`` (train, train_2, ..), latest first."""
+    return sorted((c for role, c in cutoffs.items() if role.startswith("train")), reverse=True)
 
 
 def start_run(run: Run, settings: Settings | None = None) -> None:
@@ -202,13 +208,38 @@ def _python_source_inputs(
     return interactions, users.tolist(), items.tolist()
 
 
-def generate_python_candidates(run: Run, settings: Settings | None = None) -> int:
-    """Implicit-ALS and item-kNN candidates for every cutoff into ``candidates.cand_<source>``.
+def _python_source_baskets(wh: Warehouse, cutoff: date, settings: Settings) -> pd.DataFrame:
+    """Purchased (user, item, basket) rows before ``cutoff`` over the same history window as
+    :func:`_python_source_inputs`; a basket is the session, or the user's day without one."""
+    start = cutoff - timedelta(days=settings.active_days * 2)
+    return wh.query_df(
+        """select user_id, item_id,
+                   coalesce(session_id, cast(event_date as string)) as basket_id,
+                   min(event_ts) as basket_ts
+            from staging.stg_shop__events
+            where event_type = 'purchase' and event_ts < @cutoff_ts and event_ts >= @start_ts
+              and item_id in (select item_id from staging.stg_shop__items)
+            group by user_id, item_id, basket_id""",
+        {
+            "cutoff_ts": datetime(cutoff.year, cutoff.month, cutoff.day),
+            "start_ts": datetime(start.year, start.month, start.day),
+        },
+    )
 
-    Both read the same point-in-time interactions (events before each cutoff, weighted by event
-    type). Returns the number of rows written over all Python sources.
+
+def generate_python_candidates(run: Run, settings: Settings | None = None) -> int:
+    """Implicit-ALS, item-kNN and TIFU-kNN candidates for every cutoff into
+    ``candidates.cand_<source>``.
+
+    ALS and item-kNN read the same point-in-time interactions (events before each cutoff,
+    weighted by event type); TIFU-kNN reads the purchased baskets before each cutoff.
+    Returns the number of rows written over all Python sources.
     """
-    from recpipe.candidates_python import als_candidates, item_knn_candidates
+    from recpipe.candidates_python import (
+        als_candidates,
+        item_knn_candidates,
+        tifuknn_candidates,
+    )
 
     settings = settings or load_settings()
     frames: dict[str, list[pd.DataFrame]] = {source: [] for source in ranker.PYTHON_SOURCES}
@@ -221,6 +252,12 @@ def generate_python_candidates(run: Run, settings: Settings | None = None) -> in
                 ),
                 "knn": item_knn_candidates(
                     interactions, users, items, depth=settings.candidate_depth
+                ),
+                "tifuknn": tifuknn_candidates(
+                    _python_source_baskets(wh, cutoff, settings),
+                    users,
+                    items,
+                    depth=settings.candidate_depth,
                 ),
             }
             for source, frame in found.items():
@@ -362,7 +399,12 @@ def check_candidates(run: Run, settings: Settings | None = None) -> None:
 
 
 # Baselines read straight from a candidate source's own ranking (name -> source).
-SOURCE_BASELINES = {"popularity": "popularity", "implicit_als": "als", "item_knn": "knn"}
+SOURCE_BASELINES = {
+    "popularity": "popularity",
+    "implicit_als": "als",
+    "item_knn": "knn",
+    "tifuknn": "tifuknn",
+}
 
 # The user's events on each catalog item over the history window, weighted by type, read from
 # the per-cutoff user-item features (dbt counts them from the same point-in-time events).
@@ -557,9 +599,10 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
                 print(f"champion not usable ({unusable}); training a new model")
         cutoffs = run_cutoffs(run, settings)
         params = ranker.RankerParams(seed=settings.seed)
+        stacked = train_cutoffs(cutoffs)
         trained = ranker.train(
-            ranker.training_rows(
-                wh, cutoffs["train"], params, users_per_chunk=settings.users_per_chunk
+            ranker.stacked_training_rows(
+                wh, stacked, params, users_per_chunk=settings.users_per_chunk
             ),
             params,
         )
@@ -571,6 +614,8 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
         metrics["early_stopping_ndcg@10"] = trained.early_stopping_ndcg
         metrics["best_iteration"] = trained.best_iteration
         metrics["train_users"] = trained.train_users
+        metrics["train_baskets"] = trained.train_queries
+        metrics["train_cutoffs"] = [c.isoformat() for c in stacked]
         status, kept_champion, decision = _compare_with_champion(
             wh, settings, as_of, version, metrics, cutoffs["valid"]
         )

@@ -30,11 +30,11 @@ SQL_SOURCES = (
     "covisitation",
     "covisitation_purchase",
 )
-PYTHON_SOURCES = ("als", "knn")
+PYTHON_SOURCES = ("als", "knn", "tifuknn")
 SOURCES = SQL_SOURCES + PYTHON_SOURCES
 KEY_COLUMNS = ("user_id", "item_id")
 FEATURE_DECIMALS = 9
-NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased")
+NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased", "query_id")
 FEATURE_TABLES = {  # table -> join keys
     "fct_user_features": ("user_id",),
     "fct_item_features": ("item_id",),
@@ -85,6 +85,7 @@ class TrainedRanker:
     best_iteration: int
     train_users: int
     train_rows: int
+    train_queries: int
     early_stopping_ndcg: float
     importance: dict[str, float] = field(default_factory=dict)
 
@@ -192,6 +193,25 @@ def training_rows(
     return rows.sort_values(["user_id", "item_id"]).reset_index(drop=True)
 
 
+def stacked_training_rows(
+    wh: Warehouse, cutoffs: list[date], params: RankerParams, *, users_per_chunk: int
+) -> pd.DataFrame:
+    """:func:`training_rows` of several cutoffs, stacked. One ranking query per (cutoff, user):
+    ``query_id`` = 'cutoff|user_id'; rows ordered by query_id, item_id (deterministic)."""
+    parts = []
+    for cutoff in sorted(cutoffs):
+        rows = training_rows(wh, cutoff, params, users_per_chunk=users_per_chunk)
+        rows.insert(0, "query_id", f"{cutoff:%Y-%m-%d}|" + rows["user_id"].astype(str))
+        parts.append(rows)
+    rows = pd.concat(parts, ignore_index=True)
+    return rows.sort_values(["query_id", "item_id"]).reset_index(drop=True)
+
+
+def _query(frame: pd.DataFrame) -> pd.Series:
+    """The ranking query of each row: ``query_id`` when stacked, else the user."""
+    return frame["query_id"] if "query_id" in frame.columns else frame["user_id"]
+
+
 def rank_in_chunks(
     wh: Warehouse,
     cutoff: date,
@@ -222,14 +242,17 @@ def _stable_fraction(values: pd.Series, salt: str) -> np.ndarray:
 
 
 def sample_training_rows(frame: pd.DataFrame, params: RankerParams) -> pd.DataFrame:
-    """Keep users with a positive; all their positives and at most N random negatives."""
-    positive_users = frame.loc[frame["label"] > 0, "user_id"].unique()
-    frame = frame[frame["user_id"].isin(positive_users)].copy()
-    frame["_draw"] = _stable_fraction(frame["user_id"] + "|" + frame["item_id"], str(params.seed))
-    negatives = frame[frame["label"] == 0].sort_values(["user_id", "_draw"])
-    negatives = negatives.groupby("user_id", sort=False).head(params.max_negatives_per_user)
+    """Keep queries (users, or (cutoff, user) when stacked) with a positive; all their
+    positives and at most N random negatives."""
+    frame = frame.assign(_query=_query(frame))
+    positive = frame.loc[frame["label"] > 0, "_query"].unique()
+    frame = frame[frame["_query"].isin(positive)].copy()
+    frame["_draw"] = _stable_fraction(frame["_query"] + "|" + frame["item_id"], str(params.seed))
+    negatives = frame[frame["label"] == 0].sort_values(["_query", "_draw"])
+    negatives = negatives.groupby("_query", sort=False).head(params.max_negatives_per_user)
     sampled = pd.concat([frame[frame["label"] > 0], negatives])
-    return sampled.drop(columns="_draw").sort_values(["user_id", "item_id"]).reset_index(drop=True)
+    sampled = sampled.sort_values(["_query", "item_id"]).reset_index(drop=True)
+    return sampled.drop(columns=["_draw", "_query"])
 
 
 def train(frame: pd.DataFrame, params: RankerParams) -> TrainedRanker:
@@ -247,7 +270,7 @@ def train(frame: pd.DataFrame, params: RankerParams) -> TrainedRanker:
     train_rows, valid_rows = rows[~in_valid], rows[in_valid]
 
     def dataset(part: pd.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
-        groups = part.groupby("user_id", sort=False).size().to_numpy()
+        groups = part.groupby(_query(part), sort=False).size().to_numpy()
         return lgb.Dataset(
             part[features],
             label=part["label"],
@@ -277,6 +300,7 @@ def train(frame: pd.DataFrame, params: RankerParams) -> TrainedRanker:
         best,
         len(users),
         len(rows),
+        int(_query(rows).nunique()),
         float(score),
         dict(sorted(importance.items(), key=lambda kv: -kv[1])),
     )

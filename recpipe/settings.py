@@ -45,6 +45,7 @@ class Settings:
     warehouse: ``duckdb`` (embedded default) or ``bigquery``.
     active_days: users with an event in this many days before the as-of date get recommendations.
     label_days: length of the label window used to train and to validate the ranker.
+    train_cutoffs: stacked training cutoffs, one label window apart (1 = a single one).
     max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
     users_per_chunk: users whose candidates are ranked (trained on, scored) in memory at once.
     lock_timeout_s: DuckDB: how long to wait for another process to release the warehouse file.
@@ -56,6 +57,7 @@ class Settings:
     warehouse: str = "duckdb"
     active_days: int = 90
     label_days: int = 7
+    train_cutoffs: int = 1
     candidate_depth: int = 50
     default_k: int = 20
     seed: int = 42
@@ -94,6 +96,7 @@ class Settings:
         dbt_project.yml holds the same defaults for dbt run by hand."""
         return {
             "label_days": self.label_days,
+            "train_cutoffs": self.train_cutoffs,
             "active_days": self.active_days,
             "candidate_depth": self.candidate_depth,
         }
@@ -172,6 +175,7 @@ def load_settings() -> Settings:
         warehouse=warehouse,
         active_days=_int_env("RECPIPE_ACTIVE_DAYS", 90),
         label_days=_int_env("RECPIPE_LABEL_DAYS", 7),
+        train_cutoffs=_int_env("RECPIPE_TRAIN_CUTOFFS", 1),
         candidate_depth=_int_env("RECPIPE_CANDIDATE_DEPTH", 50),
         seed=_int_env("RECPIPE_SEED", 42),
         max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),

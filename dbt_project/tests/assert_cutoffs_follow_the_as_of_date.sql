@@ -1,7 +1,9 @@
--- The run has exactly the three cutoffs serve = as_of, valid = as_of - label_days,
--- train = as_of - 2 x label_days, each label window ending where the next cutoff starts.
+-- The run has exactly the cutoffs serve = as_of, valid = as_of - label_days,
+-- train = as_of - 2 x label_days and, with train_cutoffs = n > 1, train_2 .. train_n one label
+-- window earlier each, each label window ending where the next cutoff starts.
 -- Fails with a row describing what is wrong.
 {%- set label_days = positive_int_var('label_days') %}
+{%- set train_cutoffs = positive_int_var('train_cutoffs') %}
 
 with
 
@@ -22,11 +24,13 @@ expected as (
         'valid' as role,
         {{ add_days(as_of_date(), -label_days) }} as as_of_date,
         {{ as_of_date() }} as label_end_date
+    {%- for step in range(1, 1 + train_cutoffs) %}
     union all
     select
-        'train' as role,
-        {{ add_days(as_of_date(), -2 * label_days) }} as as_of_date,
-        {{ add_days(as_of_date(), -label_days) }} as label_end_date
+        '{{ 'train' if step == 1 else 'train_' ~ step }}' as role,
+        {{ add_days(as_of_date(), -(step + 1) * label_days) }} as as_of_date,
+        {{ add_days(as_of_date(), -step * label_days) }} as label_end_date
+    {%- endfor %}
 
 ),
 

@@ -1,6 +1,6 @@
--- Labels exist only for the train and valid cutoffs: the serve cutoff's future is unknown.
--- Fails with each label row at one of this run's cutoffs that is not its train or valid cutoff.
--- (int_labels keeps other runs' partitions; this run replaced all three of its own, writing
+-- Labels exist only for the train(_n) and valid cutoffs: the serve cutoff's future is unknown.
+-- Fails with each label row at one of this run's cutoffs that is not a train or valid cutoff.
+-- (int_labels keeps other runs' partitions; this run replaced all of its own, writing
 -- nothing for serve: see macros/cross_db/cutoff_partitions.sql.)
 
 with
@@ -24,7 +24,7 @@ final as (
     from labels
     inner join cutoffs
         on labels.as_of_date = cutoffs.as_of_date
-    where cutoffs.role not in ('train', 'valid')
+    where cutoffs.role <> 'valid' and substr(cutoffs.role, 1, 5) <> 'train'
 
 )
 

@@ -80,7 +80,13 @@ def test_purchases_only_log_runs_every_model_stage(purchases_only):
     row = registry(settings).set_index("model_version").loc[version]
     assert row["status"] == "champion"
     baselines = json.loads(row["baseline_metrics"])
-    assert set(baselines) == {"popularity", "personal_top_frequency", "implicit_als", "item_knn"}
+    assert set(baselines) == {
+        "popularity",
+        "personal_top_frequency",
+        "implicit_als",
+        "item_knn",
+        "tifuknn",
+    }
     metrics = json.loads(row["validation_metrics"])
     for key in ("ndcg@10", "recall@10", "map@10", "hit_rate@10", "coverage@10"):
         assert 0 <= metrics[key] <= 1

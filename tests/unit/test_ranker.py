@@ -49,6 +49,28 @@ def test_negative_sampling_keeps_positives_and_caps_negatives():
     pd.testing.assert_frame_equal(sampled, again)  # independent of row order
 
 
+def test_stacked_cutoffs_make_one_query_per_cutoff_and_user():
+    """The same users at two cutoffs: two ranking queries each, sampled per query."""
+    early, late = labelled_candidates(seed=1), labelled_candidates(seed=2)
+    late.loc[late["user_id"] == "u0000", "label"] = 0  # u0000 has a positive only early
+    stacked = pd.concat(
+        [frame.assign(query_id=f"{day}|" + frame["user_id"]) for day, frame in
+         (("2026-09-01", early), ("2026-09-08", late))]
+    ).sort_values(["query_id", "item_id"])  # fmt: skip
+    params = ranker.RankerParams(max_negatives_per_user=5, n_estimators=30, num_threads=1)
+    sampled = ranker.sample_training_rows(stacked, params)
+    per_query = sampled.groupby("query_id").size()
+    assert "2026-09-01|u0000" in per_query.index and "2026-09-08|u0000" not in per_query.index
+    assert sampled[sampled["label"] == 0].groupby("query_id").size().max() <= 5
+    trained = ranker.train(stacked, params)
+    assert "query_id" not in trained.features
+    assert trained.train_queries == per_query.size > trained.train_users
+    assert (
+        trained.model_text
+        == ranker.train(stacked.sample(frac=1, random_state=4), params).model_text
+    )
+
+
 def test_no_positive_label_is_a_clear_error():
     frame = labelled_candidates()
     frame["label"] = 0

@@ -11,7 +11,7 @@ import pytest
 
 from recpipe.airflow_runner import WAREHOUSE_POOL, dag_concurrency
 from recpipe.airflow_tasks import dbt_vars_template
-from recpipe.pipeline import Run, run_cutoffs
+from recpipe.pipeline import Run, run_cutoffs, train_cutoffs
 from recpipe.settings import Settings, load_settings
 from recpipe.warehouse import DuckDBWarehouse, batch_table
 
@@ -36,8 +36,21 @@ def test_cutoffs_come_from_the_run_and_reach_dbt_as_vars(tmp_path):
         "valid": date(2026, 9, 26),
         "train": date(2026, 9, 21),
     }
+    stacked = replace(settings, train_cutoffs=3)
+    assert run_cutoffs(run, stacked) == {
+        "serve": date(2026, 10, 1),
+        "valid": date(2026, 9, 26),
+        "train": date(2026, 9, 21),
+        "train_2": date(2026, 9, 16),
+        "train_3": date(2026, 9, 11),
+    }
+    assert train_cutoffs(run_cutoffs(run, stacked)) == [
+        date(2026, 9, 21), date(2026, 9, 16), date(2026, 9, 11)
+    ]  # fmt: skip
+    assert dbt_vars_template("run__resolve_params", stacked)["train_cutoffs"] == 3
     dbt_vars = dbt_vars_template("run__resolve_params", settings)
     assert dbt_vars["label_days"] == 5 and dbt_vars["active_days"] == 30
+    assert dbt_vars["train_cutoffs"] == 1
     assert dbt_vars["candidate_depth"] == 20 and "xcom_pull" in dbt_vars["as_of"]
 
 

@@ -1,7 +1,7 @@
 {#-
     Per-cutoff tables are incremental and keep every run's partitions: a run for D replaces
     exactly the partitions of its own cutoffs (as_of_date in D, D - label_days,
-    D - 2 x label_days) and leaves every other date's as it was, so a rerun or a backfill of D
+    D - 2 x label_days, .. D - (1 + train_cutoffs) x label_days) and leaves every other date's as it was, so a rerun or a backfill of D
     rewrites D's partitions and nothing else. The partition list is static (computed from the
     `as_of` var, never from the data), so a cutoff that now yields no rows is emptied too.
       - DuckDB: the strategy `replace_partitions` below: delete the listed cutoffs, insert the
@@ -12,7 +12,8 @@
 -#}
 
 {% macro run_cutoff_dates() -%}
-    {#- This run's cutoffs as 'YYYY-MM-DD' strings (serve, valid, train); [] without `as_of`. -#}
+    {#- This run's cutoffs as 'YYYY-MM-DD' strings (serve, valid, train, train_2, ..);
+        [] without `as_of`. -#}
     {%- set text = validated_as_of() -%}
     {%- if text is none -%}
         {{ return([]) }}
@@ -20,7 +21,7 @@
     {%- set label_days = positive_int_var('label_days') -%}
     {%- set serve = modules.datetime.date.fromisoformat(text) -%}
     {%- set dates = [] -%}
-    {%- for steps_back in [0, 1, 2] -%}
+    {%- for steps_back in range(0, 2 + positive_int_var('train_cutoffs')) -%}
         {%- do dates.append(
             (serve - modules.datetime.timedelta(days=steps_back * label_days)).isoformat()
         ) -%}

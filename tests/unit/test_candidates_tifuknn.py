@@ -1,0 +1,72 @@
+"""TIFU-kNN candidates: decayed personal frequency, the neighbours' blend, the output contract."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recpipe.candidates_python import OUTPUT_COLUMNS, tifuknn_candidates
+
+
+def baskets(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["user_id", "basket_id", "basket_ts", "items"])
+    frame["item_id"] = frame["items"].str.split(",")
+    frame = frame.explode("item_id").drop(columns="items")
+    frame["basket_ts"] = pd.to_datetime(frame["basket_ts"])
+    return frame[["user_id", "item_id", "basket_id", "basket_ts"]].reset_index(drop=True)
+
+
+# u1: oldest {a, b}, then {a}, latest {c}; u2 and u3 share taste, u3 also buys d
+SHOP = baskets(
+    [
+        ("u1", "o1", "2020-01-01", "a,b"),
+        ("u1", "o2", "2020-01-05", "a"),
+        ("u1", "o3", "2020-01-09", "c"),
+        ("u2", "o4", "2020-01-02", "x,y"),
+        ("u2", "o5", "2020-01-06", "x"),
+        ("u3", "o6", "2020-01-03", "x,y,d"),
+        ("u4", "o7", "2020-01-03", "a,b,c"),
+    ]
+)
+ITEMS = ["a", "b", "c", "d", "x", "y"]
+
+
+def test_personal_part_is_the_decayed_basket_share():
+    out = tifuknn_candidates(SHOP, ["u1"], ITEMS, decay=0.5, alpha=1.0)
+    # basket weights by age: latest 1, then 0.5, then 0.25 (total 1.75)
+    assert out["item_id"].tolist() == ["c", "a", "b"]
+    assert out["score"].to_numpy() == pytest.approx([1 / 1.75, 0.75 / 1.75, 0.25 / 1.75])
+    assert out["rank"].tolist() == [1, 2, 3]
+
+
+def test_neighbours_bring_new_items_and_exclude_oneself():
+    # u2's nearest user is u3 (x, y); alpha 0: only the neighbour's vector counts
+    out = tifuknn_candidates(SHOP, ["u2"], ITEMS, decay=0.8, alpha=0.0, neighbours=1)
+    assert set(out["item_id"]) == {"x", "y", "d"}  # d: never bought by u2, from u3
+    blended = tifuknn_candidates(SHOP, ["u2"], ITEMS, decay=0.8, alpha=0.8, neighbours=1)
+    assert blended["item_id"].tolist()[0] == "x"  # u2's own most frequent item stays first
+    assert "d" in set(blended["item_id"])
+
+
+def test_contract_depth_availability_and_determinism():
+    users = ["u1", "u2", "u3", "u4", "nobody"]
+    out = tifuknn_candidates(SHOP, users, ["a", "b", "c", "x"], depth=2, neighbours=2)
+    assert list(out.columns) == OUTPUT_COLUMNS
+    assert out["rank"].dtype == np.int64 and out["score"].dtype == np.float64
+    assert set(out["item_id"]) <= {"a", "b", "c", "x"}
+    assert out.groupby("user_id").size().max() <= 2
+    assert "nobody" not in set(out["user_id"])
+    assert (out["score"] > 0).all()
+    shuffled = SHOP.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    again = tifuknn_candidates(shuffled, list(reversed(users)), ["x", "c", "b", "a"], depth=2,
+                               neighbours=2)  # fmt: skip
+    pd.testing.assert_frame_equal(out, again)
+
+
+def test_bad_parameters_raise():
+    with pytest.raises(ValueError, match="decay"):
+        tifuknn_candidates(SHOP, ["u1"], ITEMS, decay=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        tifuknn_candidates(SHOP, ["u1"], ITEMS, alpha=1.5)
+    with pytest.raises(ValueError, match="basket_id"):
+        tifuknn_candidates(SHOP.drop(columns="basket_id"), ["u1"], ITEMS)
+    assert tifuknn_candidates(SHOP.iloc[:0], ["u1"], ITEMS).empty
