@@ -93,3 +93,37 @@ def test_page_on_an_empty_warehouse_shows_every_section(client, recpipe_home):
     assert reply.status_code == 200
     for heading in ("Recent runs", "Gate results per run", "Candidate recall", "Sample of"):
         assert heading in reply.text
+
+
+def test_page_while_another_process_holds_the_writer(client, recpipe_home):
+    """The page never takes the writer lock: while another process writes, it says so."""
+    import subprocess
+    import sys
+
+    from recpipe.settings import load_settings
+    from recpipe.tables import ensure_tables
+    from recpipe.warehouse import session
+
+    settings = load_settings()
+    with session(settings) as wh:
+        ensure_tables(wh)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, duckdb; con = duckdb.connect(sys.argv[1]); "
+            "print('locked', flush=True); time.sleep(120)",
+            str(settings.duckdb_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        reply = client.get("/")
+        assert reply.status_code == 200 and "locked by another process" in reply.text
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+    reply = client.get("/")
+    assert reply.status_code == 200 and "Recent runs" in reply.text
