@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from recpipe.pipeline import MAX_K, RETRAIN_MODES
+# The same limits recpipe.pipeline.resolve_run enforces (a unit test keeps them equal); not
+# imported from there so that the command line checks --param without loading pandas & co.
+MAX_K = 200
+RETRAIN_MODES = ("auto", "always", "never")
 
 # name -> (default, JSON schema with a description), as Airflow's Param takes them
 DAG_PARAMS: dict[str, tuple[Any, dict[str, Any]]] = {
