@@ -28,10 +28,12 @@ from airflow.sdk import Param, chain, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
 
+from recpipe import notify
 from recpipe.airflow_runner import dag_concurrency
 from recpipe.airflow_tasks import begin, dbt_vars_template, stage
 from recpipe.dbt_manifest import require_manifest
 from recpipe.dbt_profile import profile_config
+from recpipe.params import DAG_PARAMS
 from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
 
 RESOLVE = "run__resolve_params"
@@ -50,6 +52,11 @@ CONCURRENCY = dag_concurrency(load_settings())
     start_date=HISTORY_START,
     catchup=False,
     max_active_runs=CONCURRENCY["max_active_runs"],
+    # alerts through the deployment's Airflow notifier, time limits (recpipe.notify)
+    on_failure_callback=notify.on_run_failed,
+    on_success_callback=notify.on_run_succeeded,
+    dagrun_timeout=notify.run_timeout(),
+    deadline=notify.deadline_alert(),
     doc_md=__doc__,
     tags=["recpipe", "recommendations", "dbt", "lightgbm"],
     default_args={
@@ -57,30 +64,10 @@ CONCURRENCY = dag_concurrency(load_settings())
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
         "pool": CONCURRENCY["pool"],
+        "execution_timeout": notify.task_timeout(),
     },
-    params={
-        "k": Param(
-            20,
-            type="integer",
-            minimum=1,
-            maximum=200,
-            description="Recommendations per user (top K).",
-        ),
-        "retrain": Param(
-            "auto",
-            type="string",
-            enum=["auto", "always", "never"],
-            description="auto: reuse a champion trained in the last 7 days, "
-            "else train; always: train; never: use the champion.",
-        ),
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Optional as-of date YYYY-MM-DD for manual runs; "
-            "defaults to the run's logical date.",
-        ),
-    },
+    # one definition of the params for the trigger form and `recpipe run --param`
+    params={name: Param(default, **schema) for name, (default, schema) in DAG_PARAMS.items()},
 )
 def recpipe_daily():
     @task(task_id=RESOLVE, retries=0)

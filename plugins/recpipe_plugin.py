@@ -5,6 +5,12 @@ results, ranker vs baseline metrics over time, candidate recall, a sample of the
 recommendations — built by :mod:`recpipe.report` from the warehouse; an external view adds
 "recpipe" to the UI's navigation (shown in an iframe at ``/plugin/recpipe``).
 
+Every route requires Airflow's own authentication and authorisation: the auth manager's
+``requires_access_dag`` dependency (read access to ``recpipe_daily``'s runs) is declared on the
+app, because Airflow mounts plugin apps with ``app.mount()`` and none of the core API's auth
+dependencies reach them. A browser inside the UI sends the UI's JWT cookie, a REST client a
+``Bearer`` token; anonymous callers get 401, users without access to the DAG 403.
+
 The page only reads. On DuckDB it opens the file ``read_only`` for the few milliseconds of its
 queries, and not at all while a ``recpipe_daily`` run is queued or running (a reader would make
 dbt-duckdb, which does not wait for the lock, fail): it then shows the last page it rendered.
@@ -15,14 +21,24 @@ from __future__ import annotations
 import threading
 import time
 
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
 URL_PREFIX = "/recpipe"
 DAG_ID = "recpipe_daily"
 
-app = FastAPI(title="recpipe", description="recpipe runs, gates, metrics and recommendations")
+# The page shows runs and published recommendations of recpipe_daily: whoever may read that
+# DAG's runs may read the page (Airflow's auth manager decides, with its roles or policies).
+READ_RECPIPE_RUNS = Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID))
+
+app = FastAPI(
+    title="recpipe",
+    description="recpipe runs, gates, metrics and recommendations",
+    dependencies=[READ_RECPIPE_RUNS],
+)
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
 

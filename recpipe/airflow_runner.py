@@ -7,9 +7,12 @@ import; a local Airflow home (SQLite metadata DB) lives under ``$RECPIPE_HOME/ai
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,6 +21,7 @@ from recpipe.settings import DAGS_DIR, PLUGINS_DIR, Settings
 
 DAG_ID = "recpipe_daily"
 WAREHOUSE_POOL = "recpipe_warehouse"
+log = logging.getLogger(__name__)
 
 
 def dag_concurrency(settings: Settings) -> dict[str, Any]:
@@ -213,12 +217,131 @@ def load_dag():
     return bag.get_dag(DAG_ID)
 
 
-def run_dag(settings: Settings, as_of: date, conf: dict[str, Any] | None = None) -> DagRunOutcome:
-    """Run the DAG for logical date ``as_of`` and report its state and task timings."""
+class StageProgress:
+    """An Airflow listener that reports each stage of a run as it starts and ends, one line
+    each: elapsed seconds, and for gates their verdict read from ``recpipe.dq_results``. The
+    tasks of the dbt task group are one stage ("dbt"): it ends when the next stage starts.
+
+    ``write`` receives each line; ``settings`` opens the warehouse for the gate verdicts.
+    """
+
+    def __init__(self, write: Callable[[str], None], settings: Settings):
+        self.write = write
+        self.settings = settings
+        self.started: dict[str, float] = {}
+        self.dbt_tasks = 0
+
+    @staticmethod
+    def stage_of(task_id: str) -> str:
+        return task_id.split(".", 1)[0] if "." in task_id else task_id
+
+    def _start(self, stage: str) -> None:
+        if stage in self.started:
+            return
+        self._close_dbt(stage)
+        self.started[stage] = time.monotonic()
+        self.write(f"  {stage} ...")
+
+    def _close_dbt(self, next_stage: str) -> None:
+        if next_stage != "dbt" and "dbt" in self.started and self.dbt_tasks >= 0:
+            elapsed = time.monotonic() - self.started["dbt"]
+            self.write(f"  dbt: done in {elapsed:.1f}s ({self.dbt_tasks} dbt tasks)")
+            self.dbt_tasks = -1  # reported
+
+    def _end(self, task_id: str, ok: bool, error: object = None) -> None:
+        stage = self.stage_of(task_id)
+        if stage == "dbt":
+            if ok:
+                self.dbt_tasks += 1
+                return
+        elapsed = time.monotonic() - self.started.get(stage, time.monotonic())
+        if ok:
+            verdict = self._gate_verdict(stage) if stage.startswith("gate__") else ""
+            self.write(f"  {stage}: done in {elapsed:.1f}s{verdict}")
+        else:
+            reason = str(error or "").strip().splitlines()
+            detail = f": {reason[0][:200]}" if reason else ""
+            self.write(f"  {stage}: FAILED after {elapsed:.1f}s{detail}")
+            if stage == "dbt":
+                self.dbt_tasks = -1
+
+    def _gate_verdict(self, stage: str) -> str:
+        """`` - gate pass (7 checks)`` / `` - gate WARN (1 of 7 checks warn: ...)``."""
+        from recpipe.warehouse import session
+
+        try:
+            with session(self.settings) as wh:
+                rows = wh.query_df(
+                    "select check_name, status from recpipe.dq_results "
+                    "where run_id = @r and stage = @s",
+                    {"r": self.run_id, "s": stage.removeprefix("gate__")},
+                )
+        except Exception as err:  # noqa: BLE001 - the verdict is a courtesy of the display
+            log.debug("no gate verdict for %s: %s", stage, err)
+            return ""
+        if rows.empty:
+            return ""
+        warned = sorted(rows.loc[rows["status"] == "warn", "check_name"])
+        if warned:
+            return f" - gate WARN ({len(warned)} of {len(rows)} checks warn: {', '.join(warned)})"
+        return f" - gate pass ({len(rows)} checks)"
+
+    run_id = ""
+
+    # the Airflow listener interface (airflow.listeners.spec.taskinstance) -------------------
+    def on_task_instance_running(self, previous_state, task_instance):
+        self.run_id = str(task_instance.run_id)
+        self._start(self.stage_of(task_instance.task_id))
+
+    def on_task_instance_success(self, previous_state, task_instance):
+        self._end(task_instance.task_id, ok=True)
+
+    def on_task_instance_failed(self, previous_state, task_instance, error):
+        self._end(task_instance.task_id, ok=False, error=error)
+
+
+def _listener(progress: StageProgress):
+    """Wrap ``progress`` in an object whose methods carry Airflow's hookimpl markers."""
+    from airflow.listeners import hookimpl
+
+    class Listener:
+        @hookimpl
+        def on_task_instance_running(self, previous_state, task_instance):
+            progress.on_task_instance_running(previous_state, task_instance)
+
+        @hookimpl
+        def on_task_instance_success(self, previous_state, task_instance):
+            progress.on_task_instance_success(previous_state, task_instance)
+
+        @hookimpl
+        def on_task_instance_failed(self, previous_state, task_instance, error):
+            progress.on_task_instance_failed(previous_state, task_instance, error)
+
+    return Listener()
+
+
+def run_dag(
+    settings: Settings,
+    as_of: date,
+    conf: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DagRunOutcome:
+    """Run the DAG for logical date ``as_of`` and report its state and task timings;
+    ``progress``, when given, receives one line as each stage starts and ends."""
     configure_airflow(settings)
     dag = load_dag()
     logical_date = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
-    dag_run = dag.test(logical_date=logical_date, run_conf=dict(conf or {}))
+    listener = None
+    if progress is not None:
+        from airflow.sdk.listener import get_listener_manager
+
+        listener = _listener(StageProgress(progress, settings))
+        get_listener_manager().add_listener(listener)
+    try:
+        dag_run = dag.test(logical_date=logical_date, run_conf=dict(conf or {}))
+    finally:
+        if listener is not None:
+            get_listener_manager().pm.unregister(listener)
     outcome = _outcome(as_of, dag_run)
     outcome.dag_start = dag.start_date.date() if dag.start_date else None
     return outcome

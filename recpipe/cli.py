@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -35,17 +35,34 @@ def _date(text: str) -> date:
 
 
 def _param(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or key not in ("k", "retrain"):
-        raise argparse.ArgumentTypeError(
-            f"--param takes k=N or retrain=auto|always|never, got {text!r}"
-        )
-    if key == "k":
-        try:
-            return key, int(value)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"k must be an integer, got {value!r}") from err
-    return key, value
+    """``--param KEY=VALUE``, validated against the DAG's own param schema (recpipe.params)."""
+    from recpipe.params import ParamValueError, parse_param
+
+    try:
+        return parse_param(text)
+    except ParamValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recpipe")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that names every option's default (or that it is required)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required:
+            return f"{text} (required)"
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
@@ -87,11 +104,16 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
         )
 
 
+def _print_now(line: str) -> None:
+    print(line, flush=True)
+
+
 @contextlib.contextmanager
-def _output_to(log_path: Path | None) -> Iterator[None]:
-    """Send everything written to stdout/stderr (Airflow, dbt, subprocesses) to ``log_path``."""
+def _output_to(log_path: Path | None) -> Iterator[Callable[[str], None]]:
+    """Send everything written to stdout/stderr (Airflow, dbt, subprocesses) to ``log_path``;
+    yields a function that still prints a line to the terminal (the stage progress)."""
     if log_path is None:
-        yield
+        yield _print_now
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -100,8 +122,12 @@ def _output_to(log_path: Path | None) -> Iterator[None]:
     with open(log_path, "ab") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+
+        def console(line: str) -> None:
+            os.write(saved[0], (line + "\n").encode())
+
         try:
-            yield
+            yield console
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -120,8 +146,8 @@ def _run_one(settings: Settings, as_of: date, conf: dict, verbose: bool = False)
         print(
             f"running recpipe_daily for {as_of} through Airflow (log: {log_path}) ...", flush=True
         )
-    with _output_to(log_path):
-        outcome = run_dag(settings, as_of, conf)
+    with _output_to(log_path) as console:
+        outcome = run_dag(settings, as_of, conf, progress=console)
     if not outcome.ok:
         raise CliError(
             f"recpipe_daily for {as_of} ended {outcome.state}: "
@@ -159,6 +185,8 @@ def _failure_reason(settings: Settings, run_id: str, failed: list[str]) -> str:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
     conf = dict(args.param or [])
+    if "as_of" in conf:
+        raise CliError("give the date with --as-of, not --param as_of")
     conf["as_of"] = args.as_of.isoformat()
     _run_one(settings, args.as_of, conf, verbose=args.verbose)
 
@@ -175,7 +203,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
     from recpipe.report import write_report
 
-    path = write_report(settings, Path(args.out))
+    path = write_report(settings, Path(args.out), lock_timeout_s=args.wait)
     print(f"wrote {path}")
 
 
@@ -193,50 +221,93 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recpipe", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="recpipe", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"recpipe {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("demo", help="generate a shop, ingest it, run the DAG, print the results")
+    def command(name: str, help_text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
+            formatter_class=_HelpFormatter,
+        )
 
-    gen = sub.add_parser("generate", help="write a synthetic shop in the input contract")
-    gen.add_argument("--out", required=True)
-    gen.add_argument("--users", type=int, default=5000)
-    gen.add_argument("--items", type=int, default=1000)
-    gen.add_argument("--days", type=int, default=60)
-    gen.add_argument("--seed", type=int, default=42)
+    command("demo", "generate a shop, ingest it, run the DAG, print the results")
+
+    gen = command("generate", "write a synthetic shop in the input contract")
+    gen.add_argument("--out", required=True, help="directory to write the shop's files into")
+    gen.add_argument("--users", type=int, default=5000, help="number of users")
+    gen.add_argument("--items", type=int, default=1000, help="number of items")
+    gen.add_argument("--days", type=int, default=60, help="days of events")
+    gen.add_argument("--seed", type=int, default=42, help="random seed (same seed, same shop)")
     gen.add_argument(
         "--end-date",
         type=_date,
         help="last day of events, YYYY-MM-DD, any date (default 2026-09-30, the generator's)",
     )
-    gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    gen.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
 
-    ing = sub.add_parser("ingest", help="load input files into the raw tables")
-    ing.add_argument("--events", required=True)
-    ing.add_argument("--items", required=True)
-    ing.add_argument("--users")
+    ing = command("ingest", "load input files into the raw tables")
+    ing.add_argument("--events", required=True, help="events file (CSV or Parquet)")
+    ing.add_argument("--items", required=True, help="items file (CSV or Parquet)")
+    ing.add_argument("--users", help="users file (CSV or Parquet); optional")
     ing.add_argument(
         "--quarantine",
         action="store_true",
-        help="load good rows and keep bad rows in raw.rejected_* with the reason",
+        help="load good rows and keep bad rows in raw.rejected_* with the reason "
+        "(default: refuse the whole file on the first bad row)",
     )
 
-    run = sub.add_parser("run", help="run recpipe_daily for one date through Airflow")
-    run.add_argument("--as-of", required=True, type=_date)
-    run.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE")
-    run.add_argument("--verbose", action="store_true", help="show Airflow's and dbt's logs")
+    from recpipe.params import describe_params
 
-    back = sub.add_parser("backfill", help="run recpipe_daily for a range of dates, in order")
-    back.add_argument("--start", required=True, type=_date)
-    back.add_argument("--end", required=True, type=_date)
-    back.add_argument("--verbose", action="store_true", help="show Airflow's and dbt's logs")
+    run = command(
+        "run",
+        "run recpipe_daily for one date through Airflow",
+        epilog=describe_params(exclude=("as_of",)),
+    )
+    run.add_argument(
+        "--as-of", required=True, type=_date, help="as-of date YYYY-MM-DD (uses events before it)"
+    )
+    run.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        metavar="KEY=VALUE",
+        help="a DAG param (below), repeatable; checked against the DAG's param schema before "
+        "Airflow starts (default: the DAG's defaults)",
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Airflow's and dbt's logs (default: one line per stage; logs to a file)",
+    )
 
-    rep = sub.add_parser("report", help="write an HTML report of runs, gates and metrics")
-    rep.add_argument("--out", default="recpipe_report.html")
+    back = command("backfill", "run recpipe_daily for a range of dates, in order")
+    back.add_argument("--start", required=True, type=_date, help="first as-of date YYYY-MM-DD")
+    back.add_argument("--end", required=True, type=_date, help="last as-of date YYYY-MM-DD")
+    back.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Airflow's and dbt's logs (default: one line per stage; logs to a file)",
+    )
 
-    man = sub.add_parser(
+    rep = command("report", "write an HTML report of runs, gates and metrics (reads only)")
+    rep.add_argument("--out", default="recpipe_report.html", help="HTML file to write")
+    rep.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="DuckDB: how long to wait while another process writes the warehouse",
+    )
+
+    man = command(
         "manifest",
-        help="build the dbt manifest the DAG's dbt tasks are rendered from (a deploy step: "
+        "build the dbt manifest the DAG's dbt tasks are rendered from (a deploy step: "
         "the DAG file never runs dbt; RECPIPE_DBT_MANIFEST sets where it is written)",
     )
     man.add_argument(

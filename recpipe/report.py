@@ -21,8 +21,8 @@ import pandas as pd
 
 from recpipe.gates import FAIL, gate_config
 from recpipe.settings import Settings
-from recpipe.tables import PUBLISHED, UNION_SOURCE, ensure_tables
-from recpipe.warehouse import DuckDBWarehouse, Warehouse, connect, session
+from recpipe.tables import PUBLISHED, UNION_SOURCE
+from recpipe.warehouse import DuckDBWarehouse, Warehouse, connect
 
 METRICS = ("ndcg@10", "recall@10")
 RECENT_RUNS = 30
@@ -35,18 +35,20 @@ class WarehouseNotReadyError(RuntimeError):
 
 
 @contextlib.contextmanager
-def read_only_session(settings: Settings) -> Iterator[Warehouse]:
-    """Open the warehouse for reading only (DuckDB: ``read_only=True``) and always close it.
+def read_only_session(settings: Settings, lock_timeout_s: float = 10.0) -> Iterator[Warehouse]:
+    """Open the warehouse for reading only and always close it.
 
-    DuckDB refuses a read-only connection in a process that also holds a read-write one, so use
-    this only in processes that never write (the Airflow api-server).
+    DuckDB: ``read_only=True`` (never the writer lock; waits up to ``lock_timeout_s`` while
+    another process writes, then a one-line :class:`WarehouseBusyError`). BigQuery: only reads
+    are issued (no dataset or table is created). DuckDB refuses a read-only connection in a
+    process that also holds a read-write one, so use this only in processes that do not write.
     """
     if settings.warehouse == "duckdb":
         if not settings.duckdb_path.exists():
             raise WarehouseNotReadyError(f"no warehouse at {settings.duckdb_path} yet")
         # a short wait: a page view should not hang while a run writes
         wh: Warehouse = DuckDBWarehouse(
-            str(settings.duckdb_path), read_only=True, lock_timeout_s=10.0
+            str(settings.duckdb_path), read_only=True, lock_timeout_s=lock_timeout_s
         )
     else:
         wh = connect(settings)
@@ -80,9 +82,10 @@ def collect(wh: Warehouse) -> dict[str, pd.DataFrame]:
         ),
         "gate_summary": read(
             "dq_results",
-            "select run_date, run_id, count(*) filter (where status = 'pass') as passed, "
-            "count(*) filter (where status = 'warn') as warned, "
-            "count(*) filter (where status = 'fail') as failed, "
+            # sum(case ...), not DuckDB's count(*) filter (where ...): GoogleSQL lacks it
+            "select run_date, run_id, sum(case when status = 'pass' then 1 else 0 end) as passed, "
+            "sum(case when status = 'warn' then 1 else 0 end) as warned, "
+            "sum(case when status = 'fail' then 1 else 0 end) as failed, "
             "string_agg(case when status <> 'pass' then stage || '.' || check_name end, ', ') "
             "as not_passed, max(checked_at) as checked_at "
             "from recpipe.dq_results group by run_date, run_id "
@@ -159,6 +162,22 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def date_axis(axis, dates: pd.Series | pd.DatetimeIndex) -> None:
+    """Make ``axis``'s x axis span the data's dates (half a day either side, whole days for a
+    single date) with readable date ticks, not matplotlib's default span from 1970 or a
+    year around one point."""
+    from matplotlib import dates as mdates
+
+    dates = pd.to_datetime(pd.Series(dates)).dropna()
+    if dates.empty:
+        return
+    pad = pd.Timedelta(hours=12)
+    axis.set_xlim(dates.min() - pad, dates.max() + pad)
+    locator = mdates.AutoDateLocator(minticks=2, maxticks=8)
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
 def _metrics_plot(metrics: pd.DataFrame) -> str:
     from matplotlib.figure import Figure
 
@@ -170,7 +189,7 @@ def _metrics_plot(metrics: pd.DataFrame) -> str:
         axis.plot(dates, metrics[f"best baseline {metric}"], marker="s", label="strongest baseline")
         axis.set_title(f"{metric.upper()} on the validation week, per model")
         axis.set_ylim(bottom=0)
-        axis.tick_params(axis="x", rotation=30)
+        date_axis(axis, dates)
     axes[0].legend()
     return _png(fig)
 
@@ -194,20 +213,52 @@ def _recall_plot(recall: pd.DataFrame) -> str:
     axis.set_title("Candidate recall on the validation week, per run date")
     axis.set_ylim(0, 1)
     axis.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
-    axis.tick_params(axis="x", rotation=30)
+    date_axis(axis, dates)
     return _png(fig)
+
+
+# Columns holding counts: integers on the page (a nullable count would otherwise print as 12.0).
+COUNT_COLUMNS = ("users", "rows", "passed", "warned", "failed")
+STATUS_COLUMNS = ("status",)
+
+
+def _cell(value) -> str:
+    """One cell's HTML: missing values (None, NaN, NaT) blank, text escaped."""
+    if value is None or (not isinstance(value, str | bytes) and pd.isna(value)):
+        return ""
+    return html.escape(str(value))
+
+
+def _status(value) -> str:
+    text = _cell(value)
+    return f"<span class='status status-{text}'>{text}</span>" if text else ""
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as the page shows it: counts as integers, every cell as escaped HTML, gate and
+    run statuses wrapped in a span whose class gives their colour."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if column in COUNT_COLUMNS:
+            shown[column] = pd.to_numeric(shown[column], errors="coerce").round().astype("Int64")
+        render = _status if column in STATUS_COLUMNS else _cell
+        shown[column] = [render(value) for value in shown[column].astype(object)]
+    return shown
 
 
 def _table(frame: pd.DataFrame, css_class: str) -> str:
     if frame.empty:
         return "<p class='empty'>nothing yet</p>"
-    return frame.to_html(index=False, escape=True, border=0, na_rep="", classes=css_class)
+    return display_frame(frame).to_html(index=False, escape=False, border=0, classes=css_class)
 
 
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}"
     "td,th{padding:2px 8px;border-bottom:1px solid #ddd;font-size:13px;text-align:left}"
     "h2{margin-top:1.4em}.empty{color:#777}.note{color:#555;font-size:13px}"
+    ".status{font-weight:bold}.status-pass,.status-success,.status-champion{color:#1a7f37}"
+    ".status-warn{color:#b35900}.status-fail,.status-failed{color:#c62828}"
+    ".status-running{color:#1f5fbf}"
 )
 
 
@@ -273,10 +324,9 @@ def render_page(data: dict[str, pd.DataFrame], settings: Settings, note: str = "
     )
 
 
-def write_report(settings: Settings, out: Path) -> Path:
-    """Write the report to ``out`` (atomically) and return its path."""
-    with session(settings) as wh:
-        ensure_tables(wh)
+def write_report(settings: Settings, out: Path, lock_timeout_s: float = 10.0) -> Path:
+    """Write the report to ``out`` (atomically) and return its path; reads the warehouse only."""
+    with read_only_session(settings, lock_timeout_s=lock_timeout_s) as wh:
         data = collect(wh)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

@@ -130,3 +130,33 @@ def test_dag_file_only_wires():
     source = Path(DAGS_DIR / "recpipe_daily.py").read_text()
     for heavy in ("import lightgbm", "import pandas", "import duckdb", "import implicit"):
         assert heavy not in source
+
+
+def test_every_task_has_a_timeout_and_the_run_has_alerts_and_a_time_limit(dag):
+    from recpipe import notify
+
+    no_timeout = [t.task_id for t in dag.tasks if t.execution_timeout is None]
+    assert no_timeout == []
+    assert {t.execution_timeout for t in dag.tasks} == {notify.task_timeout()}
+    assert dag.dagrun_timeout == notify.run_timeout()
+
+    def callbacks(value) -> list:
+        return value if isinstance(value, list) else [value]
+
+    assert notify.on_run_failed in callbacks(dag.on_failure_callback)
+    assert notify.on_run_succeeded in callbacks(dag.on_success_callback)
+    assert not dag.deadline  # RECPIPE_PUBLISH_BY unset: no deadline
+
+
+def test_publish_by_setting_adds_an_airflow_deadline_alert(monkeypatch):
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("RECPIPE_PUBLISH_BY", "07:15")
+    monkeypatch.setenv("RECPIPE_TASK_TIMEOUT_MINUTES", "45")
+    dag = DagBag(dag_folder=str(DAGS_DIR)).dags["recpipe_daily"]
+    (alert,) = dag.deadline
+    assert alert.interval == timedelta(hours=7, minutes=15)
+    assert type(alert.reference).__name__ == "DagRunLogicalDateDeadline"
+    assert {t.execution_timeout for t in dag.tasks} == {timedelta(minutes=45)}

@@ -75,7 +75,13 @@ def airflow_services(tmp_path_factory, tiny_shop):
         scheduled_runs=False,
         # The DAG file does not change during the tests: parse it once, not every 30 s (each
         # parse costs seconds of CPU that the other tests of the session need).
-        extra_env={"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600"},
+        # On a busy 2-core machine the parse (cosmos reads the dbt manifest) can exceed the
+        # processor's default 50 s limit, and with this interval it would never be retried.
+        extra_env={
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "300",
+        },
+        timeout_s=600,
     )
     running.start_seconds = time.monotonic() - started
     try:

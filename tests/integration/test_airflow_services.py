@@ -94,3 +94,19 @@ def test_runs_did_not_overlap(airflow_scenario):
     )
     for earlier, later in zip(runs, runs[1:], strict=False):
         assert earlier["end_date"] <= later["start_date"], (earlier, later)
+
+
+def test_recpipe_page_requires_airflow_auth(airflow_services):
+    """Anonymous and forged callers get no page; a logged-in REST token does."""
+    import requests
+
+    running, _ = airflow_services
+    url = f"{running.url}/recpipe/"
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(f"{running.url}/recpipe/health", timeout=30).status_code == 401
+    forged = requests.get(url, headers={"Authorization": "Bearer forged"}, timeout=30)
+    assert forged.status_code == 403 and "user_id" not in forged.text
+    client = running.client()
+    client._login()
+    reply = requests.get(url, headers={"Authorization": f"Bearer {client._token}"}, timeout=60)
+    assert reply.status_code == 200 and "<h1>recpipe" in reply.text

@@ -5,6 +5,7 @@ api-server of the shared Airflow scenario (conftest.py). Saves docs/plugin_scree
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -124,7 +125,28 @@ def test_airflow_lists_the_recpipe_page_in_its_navigation(airflow_services):
     assert [app["url_prefix"] for app in recpipe["fastapi_apps"]] == ["/recpipe"]
 
 
+def log_in(browser: Browser, services) -> None:
+    """Log the browser in as Airflow's UI does: its JWT in the ``_token`` cookie."""
+    client = services.client()
+    client._login()
+    browser.open(f"{services.url}/auth/login/")
+    browser.run(f"document.cookie = '_token={client._token}; path=/';")
+
+
+def test_browser_gets_the_page_only_when_logged_in(airflow_services, browser):
+    running, _ = airflow_services
+    with contextlib.suppress(requests.HTTPError):  # no cookie yet on a fresh page
+        browser.call("DELETE", "/cookie")
+    browser.open(f"{running.url}/recpipe/")
+    text = browser.run("return document.body.innerText;")
+    assert "Not authenticated" in text and "Recent runs" not in text
+    log_in(browser, running)
+    browser.open(f"{running.url}/recpipe/")
+    assert "Recent runs" in browser.run("return document.body.innerText;")
+
+
 def test_browser_shows_runs_gates_metrics_recall_and_recommendations(airflow_scenario, browser):
+    log_in(browser, airflow_scenario.services)
     url = f"{airflow_scenario.services.url}/recpipe/"
     browser.open(url)
     page = browser.run(
@@ -176,10 +198,7 @@ def test_browser_shows_runs_gates_metrics_recall_and_recommendations(airflow_sce
 def test_the_airflow_ui_embeds_the_page_under_its_plugin_route(airflow_scenario, browser):
     """The navigation entry opens /plugin/recpipe: the Airflow UI with the page in an iframe."""
     base = airflow_scenario.services.url
-    browser.open(f"{base}/auth/login/")  # not logged in: the UI would redirect to the login
-    token = airflow_scenario.services.client()
-    token._login()
-    browser.run(f"document.cookie = '_token={token._token}; path=/';")
+    log_in(browser, airflow_scenario.services)  # else the UI would redirect to the login
     browser.open(f"{base}/plugin/recpipe")
     deadline = time.monotonic() + 60
     src = None
@@ -191,3 +210,13 @@ def test_the_airflow_ui_embeds_the_page_under_its_plugin_route(airflow_scenario,
             break
         time.sleep(1)
     assert src and src.rstrip("/").endswith("recpipe"), src
+    # the iframe's page is served to the logged-in user (the UI's cookie authorises it)
+    deadline = time.monotonic() + 60
+    inner = ""
+    while time.monotonic() < deadline and "Recent runs" not in inner:
+        inner = browser.run(
+            "const f = document.querySelector('iframe');"
+            "return f && f.contentDocument ? f.contentDocument.body.innerText : '';"
+        )
+        time.sleep(1)
+    assert "Recent runs" in inner, inner[:300]
