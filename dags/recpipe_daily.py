@@ -26,9 +26,15 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, chain, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
+from cosmos.constants import LoadMode, TestBehavior
 
-from recpipe.airflow_runner import dag_concurrency
+from recpipe.airflow_runner import (
+    dag_concurrency,
+    dbt_execution_mode,
+    dbt_watcher_args,
+    keep_dbt_run_results,
+    watch_after_build,
+)
 from recpipe.airflow_tasks import begin, dbt_vars_template, stage
 from recpipe.dbt_manifest import ensure_manifest
 from recpipe.settings import DBT_PROJECT_DIR, dbt_executable, load_settings
@@ -100,7 +106,9 @@ def recpipe_daily():
             profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
         ),
         execution_config=ExecutionConfig(
-            execution_mode=ExecutionMode.LOCAL, dbt_executable_path=dbt_executable()
+            execution_mode=dbt_execution_mode(settings),
+            dbt_executable_path=dbt_executable(),
+            setup_operator_args={"callback": keep_dbt_run_results},
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
@@ -114,8 +122,10 @@ def recpipe_daily():
             "append_env": True,
             "install_deps": False,
             "retries": 0,
+            **dbt_watcher_args(settings),
         },
     )
+    watch_after_build(dbt)
 
     @task(task_id="gate__features", retries=0)
     def gate_features(run: dict) -> None:
