@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -102,13 +101,17 @@ def watch_after_build(group) -> None:
     for task in roots:
         producer >> task
         task.trigger_rule = "all_done"
-    # A test on several models (relationships) has its own sensor; cosmos also counts it in each
-    # parent's `<model>.test`, which then turned red when the test was skipped because another
-    # parent failed. Each `<model>.test` shows the model's own tests only.
-    per_model = producer.tests_per_model
-    parents = Counter(test for tests in per_model.values() for test in tests)
-    own = {m: [t for t in tests if parents[t] == 1] for m, tests in per_model.items()}
-    producer.tests_per_model = {m: tests for m, tests in own.items() if tests}
+    # A test on several models (relationships) has its own sensor, which waits for the status
+    # the producer pushes for a "model" of that name: register the test as its own model. cosmos
+    # also counted it in each parent's `<model>.test`, which then turned red when the test was
+    # skipped because another parent failed: each `<model>.test` shows the model's own tests.
+    detached = {
+        task.model_unique_id
+        for task_id, task in tasks.items()
+        if getattr(task, "is_test_sensor", False) and not task_id.endswith(".test")
+    }
+    own = {m: [t for t in ts if t not in detached] for m, ts in producer.tests_per_model.items()}
+    producer.tests_per_model = {m: ts for m, ts in own.items() if ts} | {t: [t] for t in detached}
 
 
 @dataclass

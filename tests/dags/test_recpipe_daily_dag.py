@@ -43,6 +43,14 @@ def dbt_models() -> list[str]:
     return sorted(p.stem for p in (DBT_PROJECT_DIR / "models").rglob("*.sql"))
 
 
+def multi_model_test_tasks(dag) -> set[str]:
+    return {
+        t
+        for t in dag.task_ids
+        if t.startswith("dbt.") and t.endswith("_test") and not t.endswith((".run", ".test"))
+    }
+
+
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
     assert list(dagbag.dag_ids) == ["recpipe_daily"]
@@ -54,11 +62,7 @@ def test_exact_task_set(dag):
     dbt_tasks = {f"dbt.{m}.run" for m in models} | {f"dbt.{m}.test" for m in models}
     # Tests that span several models (relationships, point-in-time checks) run once all of
     # their models are built and tested.
-    multi_model_tests = {
-        t
-        for t in dag.task_ids
-        if t.startswith("dbt.") and t.endswith("_test") and not t.endswith((".run", ".test"))
-    }
+    multi_model_tests = multi_model_test_tasks(dag)
     assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks | multi_model_tests | WATCHER_TASKS
     for task_id in multi_model_tests:
         upstream = dag.get_task(task_id).upstream_task_ids
@@ -113,9 +117,13 @@ def test_dbt_runs_as_one_build_watched_by_a_sensor_per_model_and_test(dag):
     assert producer.retries == 0  # cosmos skips a producer retry; a rerun is a new DAG run
     assert "xcom_pull(task_ids='run__resolve_params')['as_of']" in producer.vars["as_of"]
     assert producer.env["RECPIPE_DUCKDB_PATH"]
-    # A test on several models has its own sensor; each `<model>.test` waits for the model's own.
+    # A test on several models has its own sensor, which the producer reports to as if the test
+    # were a model; each `<model>.test` waits for the model's own tests only.
     listed = [test for tests in producer.tests_per_model.values() for test in tests]
     assert listed and len(listed) == len(set(listed))
+    for task_id in multi_model_test_tasks(dag):
+        test = dag.get_task(task_id).model_unique_id
+        assert producer.tests_per_model[test] == [test], task_id
     ephemeral = {"int_cutoffs", "int_events_before_cutoffs"}  # compiled into their users
     sensors = {t for t in dag.task_ids if t.startswith("dbt.")} - WATCHER_TASKS
     for task_id in sensors:
