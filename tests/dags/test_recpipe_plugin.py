@@ -66,8 +66,10 @@ def test_every_route_refuses_anonymous_and_forged_callers(plugin, auth_manager, 
 
 
 def test_every_route_of_the_app_carries_the_auth_dependency(plugin):
-    from recpipe_plugin import READ_RECPIPE_RUNS
+    import sys
 
+    # the module Airflow loaded the plugin from (a test may have imported the file again)
+    READ_RECPIPE_RUNS = sys.modules[type(plugin).__module__].READ_RECPIPE_RUNS  # noqa: N806
     app = plugin.fastapi_apps[0]["app"]
     paths = [route.path for route in app.routes if hasattr(route, "dependant")]
     assert {"/", "/health"} <= set(paths)

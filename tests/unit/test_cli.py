@@ -94,7 +94,15 @@ def test_every_option_of_every_command_says_what_it_means_and_its_default(capsys
 
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"demo", "generate", "ingest", "run", "backfill", "report"}
+    assert set(commands.choices) == {
+        "demo",
+        "generate",
+        "ingest",
+        "run",
+        "backfill",
+        "report",
+        "manifest",
+    }
     for name, command in commands.choices.items():
         with pytest.raises(SystemExit):
             main([name, "--help"])
