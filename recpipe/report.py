@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from recpipe.gates import FAIL, gate_config
@@ -47,9 +48,16 @@ def read_only_session(settings: Settings, lock_timeout_s: float = 10.0) -> Itera
         if not settings.duckdb_path.exists():
             raise WarehouseNotReadyError(f"no warehouse at {settings.duckdb_path} yet")
         # a short wait: a page view should not hang while a run writes
-        wh: Warehouse = DuckDBWarehouse(
-            str(settings.duckdb_path), read_only=True, lock_timeout_s=lock_timeout_s
-        )
+        try:
+            wh: Warehouse = DuckDBWarehouse(
+                str(settings.duckdb_path), read_only=True, lock_timeout_s=lock_timeout_s
+            )
+        except duckdb.ConnectionException as err:
+            if "different configuration" not in str(err):
+                raise
+            # this process already holds the file read-write (e.g. in-process dbt after a run):
+            # share that database; the report still issues reads only
+            wh = DuckDBWarehouse(str(settings.duckdb_path), lock_timeout_s=lock_timeout_s)
     else:
         wh = connect(settings)
     try:
