@@ -15,12 +15,7 @@ from typing import Any
 from recpipe.gates import GateFailed
 from recpipe.pipeline import ParamError, Run, mark_failed, resolve_run, start_run
 from recpipe.settings import Settings, load_settings, settings_mismatch
-from recpipe.warehouse import WarehouseBusyError
-
-# The failure recorder runs after the failed task let go of the warehouse: a lock still held
-# then belongs to another process, and waiting a whole lock timeout again only delays the
-# report (a held lock would otherwise cost the run one timeout per task that touches it).
-RECORD_FAILURE_LOCK_TIMEOUT_S = 5
+from recpipe.warehouse import BRIEF_LOCK_TIMEOUT_S, WarehouseBusyError
 
 
 def _one_line(err: BaseException) -> str:
@@ -87,7 +82,7 @@ def fail_run(run: dict[str, Any]) -> None:
             None,
             replace(
                 settings,
-                lock_timeout_s=min(settings.lock_timeout_s, RECORD_FAILURE_LOCK_TIMEOUT_S),
+                lock_timeout_s=min(settings.lock_timeout_s, BRIEF_LOCK_TIMEOUT_S),
             ),
         )
     except WarehouseBusyError as err:

@@ -161,16 +161,11 @@ def _run_one(settings: Settings, as_of: date, conf: dict, verbose: bool = False)
     return outcome
 
 
-# The run is over when its reason is looked up: a lock still held is another process's, and the
-# tasks have waited for it already; the lookup only checks (the whole run costs one timeout).
-FAILURE_LOOKUP_LOCK_TIMEOUT_S = 2
-
-
 def _failure_reason(settings: Settings, run_id: str, failed: list[str]) -> str:
-    from recpipe.warehouse import WarehouseBusyError, busy_message, session
+    from recpipe.warehouse import BRIEF_LOCK_TIMEOUT_S, WarehouseBusyError, busy_message, session
 
     try:
-        with session(settings, lock_timeout_s=FAILURE_LOOKUP_LOCK_TIMEOUT_S) as wh:
+        with session(settings, lock_timeout_s=BRIEF_LOCK_TIMEOUT_S) as wh:
             rows = wh.query_df(
                 "select error from recpipe.pipeline_runs where run_id = @r", {"r": run_id}
             )

@@ -151,11 +151,13 @@ def _run_facts(run_id: str) -> dict[str, Any]:
     """The run's row of ``recpipe.pipeline_runs`` and its non-passing gate checks (empty when the
     warehouse cannot be read: the alert goes out anyway)."""
     from recpipe.settings import load_settings
-    from recpipe.warehouse import session
+    from recpipe.warehouse import BRIEF_LOCK_TIMEOUT_S, session
 
     facts: dict[str, Any] = {"run": {}, "checks": []}
+    settings = load_settings()
     try:
-        with session(load_settings()) as wh:
+        lock_timeout_s = min(settings.lock_timeout_s, BRIEF_LOCK_TIMEOUT_S)
+        with session(settings, lock_timeout_s=lock_timeout_s) as wh:
             runs = wh.query_df(
                 "select run_date, status, error, rows, model_version from recpipe.pipeline_runs "
                 "where run_id = @r",

@@ -228,6 +228,8 @@ def _recall_plot(recall: pd.DataFrame) -> str:
 # Columns holding counts: integers on the page (a nullable count would otherwise print as 12.0).
 COUNT_COLUMNS = ("users", "rows", "passed", "warned", "failed")
 STATUS_COLUMNS = ("status",)
+# DATE columns, which DuckDB hands to pandas as midnight timestamps: shown as the date only
+DATE_COLUMNS = ("run_date", "as_of_date")
 
 
 def _cell(value) -> str:
@@ -249,6 +251,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for column in shown.columns:
         if column in COUNT_COLUMNS:
             shown[column] = pd.to_numeric(shown[column], errors="coerce").round().astype("Int64")
+        if column in DATE_COLUMNS:
+            shown[column] = pd.to_datetime(shown[column]).dt.date
         render = _status if column in STATUS_COLUMNS else _cell
         shown[column] = [render(value) for value in shown[column].astype(object)]
     return shown

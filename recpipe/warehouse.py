@@ -28,6 +28,10 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 # Settings.lock_timeout_s's default: a run with the file held fails after one such wait.
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+# Bookkeeping after a task failed (the failure recorder, the alert, the CLI's lookup of the
+# reason) only checks the lock this long: a lock still held then is another process's, the task
+# waited for it already, and a whole timeout per step would multiply the run's one wait.
+BRIEF_LOCK_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -123,8 +127,9 @@ class DuckDBWarehouse:
                     holder = f"PID {found.group(2)}, {found.group(1)}" if found else ""
                     raise WarehouseBusyError(path, holder, lock_timeout_s) from err
                 if not warned:
-                    # a short check (a few seconds) is not a wait worth announcing
-                    level = logging.WARNING if lock_timeout_s >= 5 else logging.DEBUG
+                    # a brief check (a few seconds) is not a wait worth announcing
+                    brief = lock_timeout_s <= BRIEF_LOCK_TIMEOUT_S
+                    level = logging.DEBUG if brief else logging.WARNING
                     log.log(level, "waiting for the lock on %s (held by another process)", path)
                     warned = True
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))

@@ -282,8 +282,8 @@ def test_an_unusable_champion_artifact(shop, prepared_shop, damage):
 
 def test_a_held_lock_fails_recpipe_run_within_one_timeout_with_one_line(airflow_db, tmp_path):
     """Issue 13.6: with the warehouse file held by another process, `recpipe run` waits one
-    lock timeout (the first task), the failure recorder and the CLI's lookup do not wait it
-    again, and stderr has one line naming the locked file and its holder."""
+    lock timeout (the first task), the failure recorder, the alert and the CLI's lookup do not
+    wait it again, and stderr has one line naming the locked file and its holder."""
     timeout = 30
     home = tmp_path / "home"
     home.mkdir()
@@ -332,7 +332,8 @@ def test_with_the_lock_held_the_failure_recorder_and_the_first_task_do_not_wait_
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from recpipe.airflow_tasks import RECORD_FAILURE_LOCK_TIMEOUT_S, begin, fail_run
+    from recpipe.airflow_tasks import begin, fail_run
+    from recpipe.warehouse import BRIEF_LOCK_TIMEOUT_S
 
     home = tmp_path / "home"
     home.mkdir()
@@ -350,7 +351,7 @@ def test_with_the_lock_held_the_failure_recorder_and_the_first_task_do_not_wait_
             r"is locked by another process",
         ):
             fail_run(asdict(make_run(datetime(2026, 9, 30).date(), "held")))
-        assert RECORD_FAILURE_LOCK_TIMEOUT_S <= time.monotonic() - started < 30
+        assert BRIEF_LOCK_TIMEOUT_S <= time.monotonic() - started < 30
 
         monkeypatch.setenv("RECPIPE_LOCK_TIMEOUT_S", "3")
         started = time.monotonic()

@@ -77,10 +77,11 @@ def test_page_shows_runs_gates_metrics_and_recall_read_only(recpipe_home):
     assert ".status-fail,.status-failed{color:#c62828}" in page
 
 
-def test_display_frame_blanks_missing_values_and_prints_counts_as_integers():
+def test_display_frame_blanks_missing_values_prints_counts_as_integers_and_dates_as_dates():
     frame = pd.DataFrame(
         {
             "run_id": ["a", "<b>"],
+            "run_date": [pd.Timestamp("2026-10-01"), pd.NaT],  # a DATE as DuckDB's .df() gives it
             "users": [1234.0, float("nan")],
             "rows": [None, 7],
             "error": [None, ""],
@@ -91,6 +92,7 @@ def test_display_frame_blanks_missing_values_and_prints_counts_as_integers():
     shown = display_frame(frame)
     assert shown.to_dict("list") == {
         "run_id": ["a", "&lt;b&gt;"],
+        "run_date": ["2026-10-01", ""],
         "users": ["1234", ""],
         "rows": ["", "7"],
         "error": ["", ""],
