@@ -26,10 +26,16 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, chain, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProjectConfig, RenderConfig
-from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
+from cosmos.constants import LoadMode, TestBehavior
 
 from recpipe import notify
-from recpipe.airflow_runner import dag_concurrency
+from recpipe.airflow_runner import (
+    dag_concurrency,
+    dbt_execution_mode,
+    dbt_watcher_args,
+    keep_dbt_run_results,
+    watch_after_build,
+)
 from recpipe.airflow_tasks import begin, dbt_vars_template, stage
 from recpipe.dbt_manifest import require_manifest
 from recpipe.dbt_profile import profile_config
@@ -94,7 +100,9 @@ def recpipe_daily():
         ),
         profile_config=profile_config(settings),
         execution_config=ExecutionConfig(
-            execution_mode=ExecutionMode.LOCAL, dbt_executable_path=dbt_executable()
+            execution_mode=dbt_execution_mode(settings),
+            dbt_executable_path=dbt_executable(),
+            setup_operator_args={"callback": keep_dbt_run_results},
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
@@ -108,8 +116,10 @@ def recpipe_daily():
             "append_env": True,
             "install_deps": False,
             "retries": 0,
+            **dbt_watcher_args(settings),
         },
     )
+    watch_after_build(dbt)
 
     @task(task_id="gate__features", retries=0)
     def gate_features(run: dict) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 from recpipe.settings import DAGS_DIR, PLUGINS_DIR, Settings
 
+log = logging.getLogger(__name__)
+
 DAG_ID = "recpipe_daily"
 WAREHOUSE_POOL = "recpipe_warehouse"
 log = logging.getLogger(__name__)
@@ -38,6 +40,81 @@ def dag_concurrency(settings: Settings) -> dict[str, Any]:
     if settings.warehouse == "duckdb":
         return {"max_active_runs": 1, "pool": WAREHOUSE_POOL}
     return {"max_active_runs": settings.max_active_runs, "pool": "default_pool"}
+
+
+def dbt_execution_mode(settings: Settings):
+    """How cosmos runs dbt: DuckDB one ``dbt build`` watched per node (``WATCHER``), BigQuery
+    one dbt process per model and per test (``LOCAL``)."""
+    from cosmos.constants import ExecutionMode
+
+    return ExecutionMode.WATCHER if settings.warehouse == "duckdb" else ExecutionMode.LOCAL
+
+
+def dbt_watcher_args(settings: Settings) -> dict[str, Any]:
+    """Sensor arguments for watcher mode: plain pokes, no triggerer needed.
+
+    The sensors start only once the build has ended (:func:`watch_after_build`), so the first
+    poke finds the node's status; ``deferrable`` would need an Airflow triggerer for nothing.
+    """
+    from cosmos.constants import ExecutionMode
+
+    if dbt_execution_mode(settings) != ExecutionMode.WATCHER:
+        return {}
+    return {"deferrable": False, "poke_interval": 1}
+
+
+def keep_dbt_run_results(project_dir: str, **_: Any) -> None:
+    """cosmos callback after the watcher's ``dbt build``: keep its ``run_results.json`` (the
+    time dbt spent in each model and test) as ``$RECPIPE_HOME/dbt/run_results.json``; cosmos
+    deletes its temporary project copy afterwards. bench/scale.py reads it."""
+    import shutil
+
+    from recpipe.settings import load_settings
+
+    source = os.path.join(project_dir, "target", "run_results.json")
+    if not os.path.exists(source):
+        log.warning("dbt wrote no run_results.json in %s", project_dir)
+        return
+    target = load_settings().home / "dbt"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target / "run_results.json")
+
+
+def watch_after_build(group) -> None:
+    """In watcher mode, start the per-node sensors of ``group`` once its ``dbt build`` ended.
+
+    cosmos starts the root sensors beside the producer (for ``DbtTaskGroup``). On DuckDB every
+    task shares a one-slot pool, so a sensor holding the slot would wait forever for a producer
+    that cannot start; and ``dag.test`` runs one task at a time. Downstream of the producer with
+    trigger rule ``all_done``, a sensor reads its node's final status from the producer's XCom
+    whether the build passed or failed, and a failed model or test still fails its sensor.
+    """
+    from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
+
+    tasks = {task.task_id: task for task in group.iter_tasks()}
+    producer = tasks.get(f"{group.group_id}.{PRODUCER_WATCHER_TASK_ID}")
+    if producer is None:
+        return
+    done = f"{group.group_id}.{PRODUCER_WATCHER_DONE_TASK_ID}"
+    roots = [
+        task
+        for task_id, task in tasks.items()
+        if task_id not in {producer.task_id, done} and not (task.upstream_task_ids & set(tasks))
+    ]
+    for task in roots:
+        producer >> task
+        task.trigger_rule = "all_done"
+    # A test on several models (relationships) has its own sensor, which waits for the status
+    # the producer pushes for a "model" of that name: register the test as its own model. cosmos
+    # also counted it in each parent's `<model>.test`, which then turned red when the test was
+    # skipped because another parent failed: each `<model>.test` shows the model's own tests.
+    detached = {
+        task.model_unique_id
+        for task_id, task in tasks.items()
+        if getattr(task, "is_test_sensor", False) and not task_id.endswith(".test")
+    }
+    own = {m: [t for t in ts if t not in detached] for m, ts in producer.tests_per_model.items()}
+    producer.tests_per_model = {m: ts for m, ts in own.items() if ts} | {t: [t] for t in detached}
 
 
 @dataclass

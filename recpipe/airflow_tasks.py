@@ -8,6 +8,8 @@ retrying; every failure is also written to ``pipeline_runs`` before it propagate
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from typing import Any
@@ -16,6 +18,10 @@ from recpipe.gates import GateFailed
 from recpipe.pipeline import ParamError, Run, mark_failed, resolve_run, start_run
 from recpipe.settings import Settings, load_settings, settings_mismatch
 from recpipe.warehouse import BRIEF_LOCK_TIMEOUT_S, WarehouseBusyError
+
+log = logging.getLogger(__name__)
+# bench/scale.py reads this line to separate a stage's own work from orchestration time.
+STAGE_TIMING = "recpipe stage body: %s took %.3f s"
 
 
 def _one_line(err: BaseException) -> str:
@@ -29,6 +35,7 @@ def stage(run: dict[str, Any]) -> Iterator[Run]:
     from airflow.sdk.exceptions import AirflowFailException
 
     current = Run(**run)
+    started = time.perf_counter()
     try:
         yield current
     except (GateFailed, ParamError) as err:
@@ -39,6 +46,18 @@ def stage(run: dict[str, Any]) -> Iterator[Run]:
     except Exception as err:
         mark_failed(current, _one_line(err))
         raise
+    finally:
+        log.info(STAGE_TIMING, _task_id(), time.perf_counter() - started)
+
+
+def _task_id() -> str:
+    """The running Airflow task's id, for the timing line ("?" outside a task)."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return str(get_current_context()["ti"].task_id)
+    except Exception:  # noqa: BLE001 - a label for a log line, never worth failing a stage
+        return "?"
 
 
 def begin(

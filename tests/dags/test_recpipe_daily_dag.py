@@ -22,6 +22,9 @@ PYTHON_TASKS = [
     "run__record_failure",
 ]
 GATES = [t for t in PYTHON_TASKS if t.startswith("gate__")]
+# DuckDB runs dbt in watcher mode: one `dbt build` (the producer) and a sensor per model and test.
+PRODUCER = "dbt.dbt_producer_watcher"
+WATCHER_TASKS = {PRODUCER, "dbt.dbt_producer_watcher_done"}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,14 @@ def dbt_models() -> list[str]:
     return sorted(p.stem for p in (DBT_PROJECT_DIR / "models").rglob("*.sql"))
 
 
+def multi_model_test_tasks(dag) -> set[str]:
+    return {
+        t
+        for t in dag.task_ids
+        if t.startswith("dbt.") and t.endswith("_test") and not t.endswith((".run", ".test"))
+    }
+
+
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
     assert list(dagbag.dag_ids) == ["recpipe_daily"]
@@ -51,12 +62,8 @@ def test_exact_task_set(dag):
     dbt_tasks = {f"dbt.{m}.run" for m in models} | {f"dbt.{m}.test" for m in models}
     # Tests that span several models (relationships, point-in-time checks) run once all of
     # their models are built and tested.
-    multi_model_tests = {
-        t
-        for t in dag.task_ids
-        if t.startswith("dbt.") and t.endswith("_test") and not t.endswith((".run", ".test"))
-    }
-    assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks | multi_model_tests
+    multi_model_tests = multi_model_test_tasks(dag)
+    assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks | multi_model_tests | WATCHER_TASKS
     for task_id in multi_model_tests:
         upstream = dag.get_task(task_id).upstream_task_ids
         assert len(upstream) >= 2 and all(u.endswith(".test") for u in upstream), task_id
@@ -68,17 +75,20 @@ def test_stage_order(dag):
         return dag.get_task(task_id).downstream_task_ids
 
     assert down("run__resolve_params") >= {"gate__raw", "run__record_failure"}
+    # The one `dbt build` starts after the raw gate; the first sensors once it has ended.
+    assert down("gate__raw") == {PRODUCER}
     first_dbt = {
         t
         for t in dag.task_ids
         if t.startswith("dbt.")
-        and t.endswith(".run")
-        and not (dag.get_task(t).upstream_task_ids - {"gate__raw"})
+        and t not in WATCHER_TASKS
+        and dag.get_task(t).upstream_task_ids == {PRODUCER}
     }
     assert {"dbt.stg_shop__events.run", "dbt.int_cutoffs.run"} <= first_dbt
-    assert down("gate__raw") == first_dbt
+    assert all(t.endswith(".run") for t in first_dbt)
     last_dbt = {t for t in dag.task_ids if t.startswith("dbt.") and "gate__features" in down(t)}
-    assert last_dbt and all(t.endswith("test") for t in last_dbt)
+    assert last_dbt - {"dbt.dbt_producer_watcher_done"}
+    assert all(t.endswith("test") for t in last_dbt - {"dbt.dbt_producer_watcher_done"})
     assert down("gate__features") == {"candidates__python_sources"}
     assert down("candidates__python_sources") == {"gate__candidates"}
     assert down("gate__candidates") == {"model__train_or_load"}
@@ -93,6 +103,46 @@ def test_stage_order(dag):
 def test_every_dbt_model_is_tested_right_after_it_runs(dag):
     for model in dbt_models():
         assert dag.get_task(f"dbt.{model}.run").downstream_task_ids == {f"dbt.{model}.test"}
+
+
+def test_dbt_runs_as_one_build_watched_by_a_sensor_per_model_and_test(dag):
+    from cosmos.operators.watcher import (
+        DbtProducerWatcherOperator,
+        DbtRunWatcherOperator,
+        DbtTestWatcherOperator,
+    )
+
+    producer = dag.get_task(PRODUCER)
+    assert isinstance(producer, DbtProducerWatcherOperator)
+    assert producer.retries == 0  # cosmos skips a producer retry; a rerun is a new DAG run
+    assert "xcom_pull(task_ids='run__resolve_params')['as_of']" in producer.vars["as_of"]
+    assert producer.env["RECPIPE_DUCKDB_PATH"]
+    # A test on several models has its own sensor, which the producer reports to as if the test
+    # were a model; each `<model>.test` waits for the model's own tests only.
+    listed = [test for tests in producer.tests_per_model.values() for test in tests]
+    assert listed and len(listed) == len(set(listed))
+    for task_id in multi_model_test_tasks(dag):
+        test = dag.get_task(task_id).model_unique_id
+        assert producer.tests_per_model[test] == [test], task_id
+    ephemeral = {"int_cutoffs", "int_events_before_cutoffs"}  # compiled into their users
+    sensors = {t for t in dag.task_ids if t.startswith("dbt.")} - WATCHER_TASKS
+    for task_id in sensors:
+        task = dag.get_task(task_id)
+        model = task_id.split(".")[1]
+        if task_id.endswith(".run") and model in ephemeral:
+            continue
+        kind = DbtRunWatcherOperator if task_id.endswith(".run") else DbtTestWatcherOperator
+        assert isinstance(task, kind), task_id
+        # No triggerer needed, and no retry: a retried sensor would rerun dbt on its own.
+        assert task.deferrable is False and task.retries == 0, task_id
+        # Every sensor starts after the build ended (directly or through other sensors).
+        assert PRODUCER in {u.task_id for u in task.get_flat_relatives(upstream=True)}, task_id
+    roots = {t for t in sensors if dag.get_task(t).upstream_task_ids == {PRODUCER}}
+    # A root sensor reads its node's result also when the build failed ...
+    assert roots and all(dag.get_task(t).trigger_rule == "all_done" for t in roots)
+    # ... the others only after everything they depend on passed: a failed test gates its users.
+    for task_id in sensors - roots:
+        assert dag.get_task(task_id).trigger_rule == "all_success", task_id
 
 
 def test_schedule_params_retries_tags(dag):

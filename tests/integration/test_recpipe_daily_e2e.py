@@ -141,6 +141,55 @@ def test_bad_catalog_fails_a_gate_and_publishes_nothing(shop_home, as_of, tmp_pa
             ingest_items(wh, tiny_shop.files["items"])
 
 
+def task_states(run_id: str) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as db:
+        tis = db.query(TaskInstance).filter(TaskInstance.run_id == run_id).all()
+        return {ti.task_id: str(ti.state).split(".")[-1].lower() for ti in tis}
+
+
+def test_a_failed_dbt_test_fails_its_sensor_and_the_run_before_publish(shop_home, as_of):
+    # Quantities below 1 pass the raw gate (ingest rejects them; this loader bypassed it) and
+    # break the dbt test on stg_shop__events.quantity, which runs inside the one `dbt build`.
+    before = published(shop_home)
+    with session(shop_home) as wh:
+        broken = wh.query_df("select event_id, quantity from raw.events order by event_id limit 3")
+        wh.execute(
+            "update raw.events set quantity = 0 where event_id in "
+            "(select event_id from raw.events order by event_id limit 3)"
+        )
+    try:
+        outcome = run_dag(shop_home, as_of, {"k": 10})
+        assert outcome.state == "failed"
+        states = task_states(outcome.run_id)
+        # The build failed and exactly the broken model's test sensor shows it (plus the task
+        # that closes the failed run); nothing that depends on it ran, nothing was published.
+        assert set(outcome.failed_tasks) == {
+            "dbt.dbt_producer_watcher",
+            "dbt.stg_shop__events.test",
+            "run__record_failure",
+        }, outcome.failed_tasks
+        assert states["dbt.stg_shop__events.run"] == "success"  # the model itself was built
+        assert states["dbt.stg_shop__items.test"] == "success"  # a sound model stays green
+        for task_id in ("dbt.int_active_users.run", "gate__features", "publish__recommendations"):
+            assert states[task_id] == "upstream_failed", task_id
+        assert digest(published(shop_home)) == digest(before)
+        with session(shop_home) as wh:
+            run = wh.query_df(
+                "select * from recpipe.pipeline_runs where run_id = @r", {"r": outcome.run_id}
+            ).iloc[0]
+        assert run["status"] == "failed"
+    finally:
+        with session(shop_home) as wh:
+            for row in broken.itertuples():
+                wh.execute(
+                    "update raw.events set quantity = @q where event_id = @e",
+                    {"q": int(row.quantity), "e": row.event_id},
+                )
+
+
 def test_sql_in_the_as_of_param_is_rejected_before_any_work(shop_home, as_of):
     from airflow.sdk.exceptions import ParamValidationError
 
