@@ -19,11 +19,12 @@ from typing import Any
 
 from recpipe.settings import DAGS_DIR, PLUGINS_DIR, Settings
 
-log = logging.getLogger(__name__)
-
 DAG_ID = "recpipe_daily"
 WAREHOUSE_POOL = "recpipe_warehouse"
 log = logging.getLogger(__name__)
+# A watcher sensor reads a status the ended build left in XCom: its first poke finds it. This
+# bounds a sensor that, whatever goes wrong, would otherwise poke for cosmos' default 7 days.
+WATCHER_SENSOR_TIMEOUT_S = 900
 
 
 def dag_concurrency(settings: Settings) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def dbt_watcher_args(settings: Settings) -> dict[str, Any]:
 
     if dbt_execution_mode(settings) != ExecutionMode.WATCHER:
         return {}
-    return {"deferrable": False, "poke_interval": 1}
+    return {"deferrable": False, "poke_interval": 1, "timeout": WATCHER_SENSOR_TIMEOUT_S}
 
 
 def keep_dbt_run_results(project_dir: str, **_: Any) -> None:
@@ -86,8 +87,11 @@ def watch_after_build(group) -> None:
     cosmos starts the root sensors beside the producer (for ``DbtTaskGroup``). On DuckDB every
     task shares a one-slot pool, so a sensor holding the slot would wait forever for a producer
     that cannot start; and ``dag.test`` runs one task at a time. Downstream of the producer with
-    trigger rule ``all_done``, a sensor reads its node's final status from the producer's XCom
-    whether the build passed or failed, and a failed model or test still fails its sensor.
+    trigger rule ``one_done`` (the producer is their only upstream), a sensor reads its node's
+    final status from the producer's XCom whether the build passed or failed, and a failed model
+    or test still fails its sensor. When the producer never ran (a gate before dbt failed: it is
+    ``upstream_failed``), ``one_done`` skips the sensors: ``all_done`` would start them, and
+    cosmos' sensor polls for a status that never comes.
     """
     from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
 
@@ -103,7 +107,7 @@ def watch_after_build(group) -> None:
     ]
     for task in roots:
         producer >> task
-        task.trigger_rule = "all_done"
+        task.trigger_rule = "one_done"
     # A test on several models (relationships) has its own sensor, which waits for the status
     # the producer pushes for a "model" of that name: register the test as its own model. cosmos
     # also counted it in each parent's `<model>.test`, which then turned red when the test was

@@ -85,9 +85,10 @@ def _wait_ready(endpoint: str, process: subprocess.Popen, timeout_s: float = 60.
     raise RuntimeError(f"bqemulator did not answer on {endpoint} within {timeout_s:.0f}s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bq_emulator(tmp_path_factory) -> Iterator[Emulator]:
-    """A running bqemulator on 127.0.0.1 for the whole test session (in-memory catalog)."""
+    """A running bqemulator on 127.0.0.1 for the BigQuery tests (in-memory catalog), stopped
+    after the last of them: idle, it still costs ~30% of a core the later tests need."""
     executable = ensure_emulator_venv()
     port = _free_port()
     log = tmp_path_factory.mktemp("bqemulator") / "bqemulator.log"

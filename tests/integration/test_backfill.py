@@ -1,7 +1,7 @@
 """Backfills that mean something: a backfilled date D publishes exactly the rows its first run
 published, even after later dates ran and trained newer models (SPEC: "a backfilled date yields
 the same output a scheduled run of that date would have"). Uses the shared Airflow scenario in
-conftest.py: D ran first (manual run), then the backfill ran D + 2, D + 1 and D again."""
+conftest.py: D ran first (manual run), then the backfill ran D + 1 and D again."""
 
 from __future__ import annotations
 

@@ -125,6 +125,12 @@ def test_bad_catalog_fails_a_gate_and_publishes_nothing(shop_home, as_of, tmp_pa
         outcome = run_dag(shop_home, as_of, {"k": 10})
         assert outcome.state == "failed"
         assert outcome.failed_tasks[0] == "gate__raw"
+        states = task_states(outcome.run_id)
+        # dbt's build never started, so its sensors are skipped at once (cosmos' sensor would
+        # poll forever for a status the build never wrote), and nothing after it ran
+        assert states["dbt.dbt_producer_watcher"] == "upstream_failed"
+        assert states["dbt.stg_shop__events.run"] == "skipped"
+        assert states["publish__recommendations"] == "upstream_failed"
         assert digest(published(shop_home)) == digest(before)  # nothing lost, nothing new
         with session(shop_home) as wh:
             run = wh.query_df(
