@@ -50,9 +50,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from recpipe.sources import SOURCE_BASELINES
+
 ML100K = "recbole/dataset_example/ml-100k/ml-100k"
 K = 10
-ROWS = ("ranker", "popularity", "personal_top_frequency", "implicit_als", "item_knn", "tifuknn")
+# the ranker, then every baseline a run measures (the registry's sources that are baselines)
+ROWS = ("ranker", "personal_top_frequency", *SOURCE_BASELINES)
 INSTACART = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instacart_valid"
 INSTACART_AS_OF = date(2017, 6, 30)
 INSTACART_LABEL_DAYS = 14
@@ -222,13 +225,7 @@ def run_pipeline(
 
 def table(result: dict) -> pd.DataFrame:
     recall = dict(zip(result["recall"]["source"], result["recall"]["recall"], strict=True))
-    source_of = {
-        "popularity": "popularity",
-        "implicit_als": "als",
-        "item_knn": "knn",
-        "tifuknn": "tifuknn",
-        "ranker": "union",
-    }
+    source_of = {**SOURCE_BASELINES, "ranker": "union"}
     rows = []
     for name in ROWS:
         m = result["metrics"] if name == "ranker" else result["baselines"][name]

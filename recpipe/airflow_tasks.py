@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from recpipe.gates import GateFailed
-from recpipe.pipeline import ParamError, Run, mark_failed, resolve_run, start_run
+from recpipe.runs import ParamError, Run, mark_failed, resolve_run, start_run
 from recpipe.settings import Settings, load_settings, settings_mismatch
 from recpipe.warehouse import BRIEF_LOCK_TIMEOUT_S, WarehouseBusyError
 

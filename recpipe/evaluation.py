@@ -34,6 +34,9 @@ __all__ = [
     "recall_at_k",
 ]
 
+# the cut-off every run measures the ranker and its baselines at (NDCG@10, recall@10, ...)
+EVAL_K = 10
+
 
 # --------------------------------------------------------------------------------------------
 # Per-user metrics

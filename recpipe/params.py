@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# The same limits recpipe.pipeline.resolve_run enforces (a unit test keeps them equal); not
-# imported from there so that the command line checks --param without loading pandas & co.
+# The limits of the params, which recpipe.runs.resolve_run enforces too (this module imports
+# nothing heavy: the command line checks --param without loading pandas & co).
 MAX_K = 200
 RETRAIN_MODES = ("auto", "always", "never")
+# retrain=auto reuses a champion trained for a date at most this many days before the run's
+AUTO_RETRAIN_DAYS = 7
 
 # name -> (default, JSON schema with a description), as Airflow's Param takes them
 DAG_PARAMS: dict[str, tuple[Any, dict[str, Any]]] = {
@@ -26,7 +28,7 @@ DAG_PARAMS: dict[str, tuple[Any, dict[str, Any]]] = {
         {
             "type": "string",
             "enum": list(RETRAIN_MODES),
-            "description": "auto: reuse a champion trained in the last 7 days, "
+            "description": f"auto: reuse a champion trained in the last {AUTO_RETRAIN_DAYS} days, "
             "else train; always: train; never: use the champion.",
         },
     ),

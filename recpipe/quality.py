@@ -6,11 +6,14 @@ backfill of an old date is judged exactly as its scheduled run was.
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+from recpipe import sources
+from recpipe.evaluation import EVAL_K
 from recpipe.gates import CheckResult, judge
 from recpipe.tables import EVENT_COLUMNS, EVENT_TYPES, ITEM_COLUMNS, PUBLISHED, RAW
 from recpipe.warehouse import Warehouse, batch_table
@@ -412,3 +415,67 @@ def _score_shift(wh: Warehouse, staged: str, as_of: date) -> tuple[float, str]:
     bins = sorted(set(now.index) | set(before.index))
     gap = now.reindex(bins, fill_value=0).cumsum() - before.reindex(bins, fill_value=0).cumsum()
     return float(gap.abs().max()), f"vs publish of {previous_date}"
+
+
+# the candidate gate ----------------------------------------------------------------------------
+def candidate_checks(
+    wh: Warehouse,
+    as_of: date,
+    k: int,
+    union_recall: float,
+    recall: dict[str, float],
+    valid: date,
+    depth: int,
+) -> list[CheckResult]:
+    """User coverage at D (active users with >= k candidates over every registered source) and
+    the union's recall on the validation window (``recall`` per source goes in the details)."""
+    union = " union all ".join(
+        f"select user_id, item_id from candidates.{source.table} where as_of_date = @as_of"
+        for source in sources.SOURCES
+    )
+    coverage = wh.query_df(
+        f"""
+        with per_user as (
+            select user_id, count(distinct item_id) as n from ({union}) u group by user_id
+        )
+        select count(*) as active, sum(case when p.n >= @k then 1 else 0 end) as covered
+        from intermediate.int_active_users a
+        left join per_user p on p.user_id = a.user_id
+        where a.as_of_date = @as_of
+        """,
+        {"as_of": as_of, "k": k},
+    ).iloc[0]
+    active = float(coverage["active"])
+    detail = ", ".join(f"{s}={v:.3f}" for s, v in recall.items())
+    return [
+        judge(
+            "candidates",
+            "user_coverage",
+            float(coverage["covered"] or 0) / active if active else float("nan"),
+            f"active users with >= {k} candidates",
+        ),
+        judge(
+            "candidates",
+            "union_recall_valid",
+            union_recall,
+            f"window from {valid}, depth {depth}; per source: {detail}",
+        ),
+    ]
+
+
+# the model gate --------------------------------------------------------------------------------
+def model_checks(version: str, metrics: dict, baselines: dict) -> list[CheckResult]:
+    """Enough validation users, and the model's NDCG lift over the popularity baseline, both
+    measured on the validation window (``metrics`` and ``baselines`` at EVAL_K)."""
+    key = f"ndcg@{EVAL_K}"
+    ndcg, base = metrics[key], baselines["popularity"][key]
+    lift = ndcg / base if base else (math.inf if ndcg > 0 else math.nan)
+    return [
+        judge("model", "validation_users", metrics.get("users", 0)),
+        judge(
+            "model",
+            "ndcg_lift_over_popularity",
+            lift,
+            f"{version}: {key} {ndcg:.4f} vs popularity {base:.4f}",
+        ),
+    ]

@@ -20,18 +20,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from recpipe import sources
 from recpipe.warehouse import Warehouse
 
-SQL_SOURCES = (
-    "popularity",
-    "category_popularity",
-    "repurchase",
-    "recent",
-    "covisitation",
-    "covisitation_purchase",
-)
-PYTHON_SOURCES = ("als", "knn", "tifuknn")
-SOURCES = SQL_SOURCES + PYTHON_SOURCES
+# the registry's sources, in its order: the order of the ranker's source features
+SOURCES = sources.NAMES
 KEY_COLUMNS = ("user_id", "item_id")
 FEATURE_DECIMALS = 9
 NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased", "query_id")

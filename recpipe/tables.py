@@ -9,6 +9,10 @@ PUBLISHED = "recpipe"
 CANDIDATES = "candidates"
 
 EVENT_TYPES = ("view", "add_to_cart", "purchase")
+# How much each event type says about a user's interest: the Python sources' interaction
+# weights and the personal top-frequency baseline (dbt's macros/shop.sql has the same weights;
+# tests/unit/test_shared_settings.py keeps them equal).
+EVENT_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 
 # Column order of the input contract (SPEC.md).
 EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "session_id", "quantity", "price")

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from recpipe.pipeline import resolve_run
+from recpipe.runs import resolve_run
 from recpipe.settings import DAGS_DIR
 
 # Dates of public logs people run: MovieLens-100k (1997-98), Instacart (2017), a 2019 shop.

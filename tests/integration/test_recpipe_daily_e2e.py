@@ -201,7 +201,7 @@ def test_sql_in_the_as_of_param_is_rejected_before_any_work(shop_home, as_of):
 
     before = published(shop_home)
     # Airflow validates the param against its schema (format: date) before creating the run;
-    # recpipe.pipeline.resolve_run checks it again (tests/unit/test_pipeline_params.py).
+    # recpipe.runs.resolve_run checks it again (tests/unit/test_pipeline_params.py).
     with pytest.raises(ParamValidationError, match="as_of"):
         run_dag(shop_home, as_of, {"as_of": "2026-10-01'; drop table raw.events; --"})
     with pytest.raises(ParamValidationError, match="k"):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from recpipe.pipeline import ParamError, resolve_run
+from recpipe.runs import ParamError, resolve_run
 from recpipe.warehouse import identifier
 
 LOGICAL = datetime(2026, 10, 1, tzinfo=UTC)

@@ -11,7 +11,7 @@ import pytest
 
 from recpipe.airflow_runner import WAREHOUSE_POOL, dag_concurrency
 from recpipe.airflow_tasks import dbt_vars_template
-from recpipe.pipeline import Run, run_cutoffs, train_cutoffs
+from recpipe.runs import Run, run_cutoffs, train_cutoffs
 from recpipe.settings import Settings, load_settings
 from recpipe.warehouse import DuckDBWarehouse, batch_table
 

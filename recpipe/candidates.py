@@ -1,0 +1,176 @@
+"""Python candidate sources' warehouse I/O (their point-in-time inputs, their tables
+``candidates.cand_<source>``) and candidate recall per source (``recpipe.candidate_recall``).
+The sources themselves are declared in ``recpipe.sources``."""
+
+from __future__ import annotations
+
+import functools
+import math
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+
+from recpipe import ranker, sources
+from recpipe.evaluation import candidate_recall
+from recpipe.runs import Run, now
+from recpipe.settings import Settings
+from recpipe.tables import (
+    CANDIDATES,
+    EVENT_WEIGHTS,
+    PUBLISHED,
+    PYTHON_CANDIDATE_COLUMNS,
+    PYTHON_CANDIDATE_LAYOUT,
+    UNION_SOURCE,
+    ensure_tables,
+)
+from recpipe.validation import window_truth
+from recpipe.warehouse import Warehouse, batch_table
+
+
+def _interactions(
+    wh: Warehouse, cutoff: date, settings: Settings
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Weighted (user, item) interactions before ``cutoff``, its active users, available items."""
+    weight = (
+        "case event_type "
+        + " ".join(f"when '{t}' then {w}" for t, w in EVENT_WEIGHTS.items())
+        + " else 1.0 end"
+    )
+    start = cutoff - timedelta(days=settings.active_days * 2)
+    params = {
+        "cutoff": cutoff,
+        # event_ts is a TIMESTAMP: BigQuery compares it with timestamps only, not with dates
+        "cutoff_ts": datetime(cutoff.year, cutoff.month, cutoff.day),
+        "start_ts": datetime(start.year, start.month, start.day),
+    }
+    interactions = wh.query_df(
+        f"""select user_id, item_id, sum({weight}) as weight
+            from staging.stg_shop__events
+            where event_ts < @cutoff_ts and event_ts >= @start_ts
+              and item_id in (select item_id from staging.stg_shop__items)
+            group by user_id, item_id""",
+        params,
+    )
+    users = wh.query_df(
+        "select user_id from intermediate.int_active_users where as_of_date = @cutoff "
+        "order by user_id",
+        params,
+    )["user_id"]
+    items = wh.query_df(
+        "select item_id from staging.stg_shop__items where is_available order by item_id"
+    )["item_id"]
+    return interactions, users.tolist(), items.tolist()
+
+
+def _baskets(wh: Warehouse, cutoff: date, settings: Settings) -> pd.DataFrame:
+    """Purchased (user, item, basket) rows before ``cutoff`` over the same history window as
+    :func:`_interactions`; a basket is the session, or the user's day without one."""
+    start = cutoff - timedelta(days=settings.active_days * 2)
+    return wh.query_df(
+        """select user_id, item_id,
+                   coalesce(session_id, cast(event_date as string)) as basket_id,
+                   min(event_ts) as basket_ts
+            from staging.stg_shop__events
+            where event_type = 'purchase' and event_ts < @cutoff_ts and event_ts >= @start_ts
+              and item_id in (select item_id from staging.stg_shop__items)
+            group by user_id, item_id, basket_id""",
+        {
+            "cutoff_ts": datetime(cutoff.year, cutoff.month, cutoff.day),
+            "start_ts": datetime(start.year, start.month, start.day),
+        },
+    )
+
+
+def write_python_candidates(wh: Warehouse, cutoffs: dict[str, date], settings: Settings) -> int:
+    """Every registered Python source's candidates for each of ``cutoffs`` into
+    ``candidates.cand_<source>`` (those cutoffs' rows replaced, other dates' rows kept).
+
+    ALS and item-kNN read the same point-in-time interactions (events before each cutoff,
+    weighted by event type); TIFU-kNN reads the purchased baskets before each cutoff.
+    Returns the number of rows written over all Python sources.
+    """
+    frames: dict[str, list[pd.DataFrame]] = {s.name: [] for s in sources.PYTHON_SOURCES}
+    for cutoff in sorted(cutoffs.values()):
+        interactions, users, items = _interactions(wh, cutoff, settings)
+        inputs = sources.SourceInputs(
+            interactions=interactions,
+            baskets=functools.partial(_baskets, wh, cutoff, settings),
+            users=users,
+            items=items,
+            depth=settings.candidate_depth,
+            seed=settings.seed,
+        )
+        for source in sources.PYTHON_SOURCES:
+            frame = source.generate(inputs)
+            frame.insert(0, "as_of_date", cutoff)
+            frames[source.name].append(frame)
+    written = 0
+    for source in sources.PYTHON_SOURCES:
+        result = pd.concat(frames[source.name], ignore_index=True)
+        result["as_of_date"] = pd.to_datetime(result["as_of_date"]).dt.date
+        _replace_cutoffs(wh, source.table, result, cutoffs)
+        written += len(result)
+    return written
+
+
+def _replace_cutoffs(
+    wh: Warehouse, name: str, rows: pd.DataFrame, cutoffs: dict[str, date]
+) -> None:
+    """Replace this run's cutoffs in ``candidates.<name>`` with ``rows``, in one transaction;
+    other dates' rows stay (runs of other dates may be reading or writing them)."""
+    wh.create_table(CANDIDATES, name, PYTHON_CANDIDATE_COLUMNS, **PYTHON_CANDIDATE_LAYOUT)
+    table = wh.table(CANDIDATES, name)
+    columns = "as_of_date, user_id, item_id, score, rank"
+    with batch_table(wh, rows[columns.split(", ")], name) as batch, wh.transaction():
+        wh.execute(
+            f"delete from {table} where as_of_date in ({', '.join('@' + r for r in cutoffs)})",
+            cutoffs,
+        )
+        wh.execute(f"insert into {table} ({columns}) select {columns} from {batch}")
+
+
+def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) -> dict[str, float]:
+    """Recall of each candidate source and of their union at ``depth`` on the window after
+    ``cutoff``; stored in ``recpipe.candidate_recall`` (this run's rows replaced).
+
+    Truth is :func:`recpipe.validation.window_truth` (purchases, or any event if the window has
+    none) of every user with one, so users the candidates miss entirely count as misses.
+    Returns {source: recall, "union": ..}.
+    """
+    ensure_tables(wh)
+    truth = window_truth(wh, cutoff)
+    recall: dict[str, float] = {}
+    found_all = []
+    for source in ranker.SOURCES:
+        found = wh.query_df(
+            f"select user_id, item_id from candidates.cand_{source} "
+            "where as_of_date = @c and rank <= @depth",
+            {"c": cutoff, "depth": depth},
+        )
+        found_all.append(found)
+        recall[source] = candidate_recall(found, truth) if len(truth) else math.nan
+    union = pd.concat(found_all).drop_duplicates()
+    recall[UNION_SOURCE] = candidate_recall(union, truth) if len(truth) else math.nan
+    rows = pd.DataFrame(
+        {
+            "run_date": run.run_date,
+            "run_id": run.run_id,
+            "cutoff": cutoff,
+            "source": list(recall),
+            "depth": depth,
+            "recall": list(recall.values()),
+            "users": truth["user_id"].nunique(),
+            "computed_at": now(),
+        }
+    )
+    rows["depth"] = rows["depth"].astype("int32")
+    rows["users"] = rows["users"].astype("int64")
+    table = wh.table(PUBLISHED, "candidate_recall")
+    with batch_table(wh, rows, "candidate_recall_batch") as batch, wh.transaction():
+        wh.execute(f"delete from {table} where run_id = @run_id", {"run_id": run.run_id})
+        wh.execute(
+            f"insert into {table} (run_date, run_id, cutoff, source, depth, recall, users, "
+            f"computed_at) select run_date, run_id, cutoff, source, depth, recall, users, "
+            f"computed_at from {batch}"
+        )
+    return recall

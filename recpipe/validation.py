@@ -1,0 +1,137 @@
+"""The evaluation harness every run measures its model with: the truth of a label window, the
+baselines' top-K lists, and the ranker's and baselines' metrics on the same users
+(``recpipe.evaluation`` holds the metric functions themselves)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+
+from recpipe import ranker, sources
+from recpipe.evaluation import EVAL_K, evaluate
+from recpipe.settings import Settings
+from recpipe.tables import EVENT_WEIGHTS
+from recpipe.warehouse import Warehouse
+
+# Baselines read straight from a candidate source's own ranking (name -> source).
+SOURCE_BASELINES = sources.SOURCE_BASELINES
+
+
+def window_truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
+    """Relevant items of the window after ``cutoff``: purchases, or any event if none bought."""
+    labels = wh.query_df(
+        "select user_id, item_id, purchased from intermediate.int_labels "
+        "where as_of_date = @cutoff",
+        {"cutoff": cutoff},
+    )
+    if labels["purchased"].any():
+        labels = labels[labels["purchased"]]
+    return labels[["user_id", "item_id"]]
+
+
+# The user's events on each catalog item over the history window, weighted by type, read from
+# the per-cutoff user-item features (dbt counts them from the same point-in-time events).
+# (No alias may be a schema's name: the BigQuery warehouse qualifies `schema.name`.)
+_PERSONAL_WEIGHT = " + ".join(
+    f"{weight:g} * pairs.ui_{event_type}_count_history"
+    for event_type, weight in EVENT_WEIGHTS.items()
+)
+
+
+_PERSONAL_TOP_FREQUENCY_SQL = f"""
+    with personal as (
+        select pairs.user_id, pairs.item_id, {_PERSONAL_WEIGHT} as score
+        from features.fct_user_item_features pairs
+        inner join intermediate.int_active_users active
+            on active.as_of_date = pairs.as_of_date and active.user_id = pairs.user_id
+        inner join staging.stg_shop__items items on items.item_id = pairs.item_id
+        where pairs.as_of_date = @c and items.is_available
+    ),
+    popular as (
+        select user_id, item_id, -rank as score
+        from candidates.cand_popularity where as_of_date = @c and rank <= @k
+    ),
+    tiered as (
+        select user_id, item_id, 0 as tier, score from personal
+        union all
+        select user_id, item_id, 1 as tier, score from popular
+    ),
+    best as (
+        select *, row_number() over (partition by user_id, item_id order by tier) as n
+        from tiered
+    ),
+    ranked as (
+        select user_id, item_id,
+               row_number() over (partition by user_id order by tier, score desc, item_id)
+                   as rank
+        from best where n = 1
+    )
+    select * from ranked where rank <= @k
+"""
+
+
+def baseline_recommendations(wh: Warehouse, valid: date) -> dict[str, pd.DataFrame]:
+    """Top-EVAL_K lists at the ``valid`` cutoff of each baseline (user_id, item_id, rank).
+
+    popularity, implicit ALS and item-kNN are their candidate sources' own rankings;
+    personal_top_frequency is the user's most interacted items (weighted by event type) before
+    the cutoff, filled up with global popularity.
+    """
+    params = {"c": valid, "k": EVAL_K}
+    lists = {
+        name: wh.query_df(
+            f"select user_id, item_id, rank from candidates.cand_{source} "
+            "where as_of_date = @c and rank <= @k",
+            params,
+        )
+        for name, source in SOURCE_BASELINES.items()
+    }
+    lists["personal_top_frequency"] = wh.query_df(_PERSONAL_TOP_FREQUENCY_SQL, params)
+    return lists
+
+
+def evaluate_on_window(
+    wh: Warehouse,
+    booster,
+    features: list[str],
+    valid: date,
+    settings: Settings,
+    *,
+    with_baselines: bool = True,
+) -> tuple[dict, dict]:
+    """Ranker and baseline metrics at EVAL_K on the validation window, on the same users.
+
+    Users: those with relevant items in the window among the users the ranker could serve.
+    Metrics: NDCG, recall, MAP, hit rate, catalog coverage, and recall split into items the
+    user purchased before the cutoff (repeat) and the rest (new).
+    """
+    truth = window_truth(wh, valid)
+    recommended = ranker.rank_in_chunks(
+        wh, valid, booster, features, EVAL_K, users_per_chunk=settings.users_per_chunk
+    )
+    users = recommended["user_id"].unique()
+    truth = truth[truth["user_id"].isin(users)]
+    items = int(
+        wh.query_df("select count(*) as n from staging.stg_shop__items where is_available")[
+            "n"
+        ].iloc[0]
+    )
+    repeat = wh.query_df(
+        "select user_id, item_id from features.fct_user_item_features "
+        "where as_of_date = @c and ui_purchase_count_history > 0",
+        {"c": valid},
+    )
+
+    def measure(recommendations: pd.DataFrame) -> dict:
+        return evaluate(
+            recommendations, truth, EVAL_K, catalog_size=max(items, 1), repeat_items=repeat
+        )
+
+    metrics = measure(recommended)
+    baselines = (
+        {name: measure(found) for name, found in baseline_recommendations(wh, valid).items()}
+        if with_baselines
+        else {}
+    )
+    return metrics, baselines
