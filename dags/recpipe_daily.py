@@ -29,14 +29,15 @@ from cosmos import DbtTaskGroup, ExecutionConfig, ProjectConfig, RenderConfig
 from cosmos.constants import LoadMode, TestBehavior
 
 from recpipe import notify
-from recpipe.airflow_runner import (
+from recpipe.airflow_tasks import begin, dbt_vars_template, stage
+from recpipe.dag_definition import (
+    DAG_ID,
     dag_concurrency,
     dbt_execution_mode,
     dbt_watcher_args,
     keep_dbt_run_results,
     watch_after_build,
 )
-from recpipe.airflow_tasks import begin, dbt_vars_template, stage
 from recpipe.dbt_manifest import require_manifest
 from recpipe.dbt_profile import profile_config
 from recpipe.params import DAG_PARAMS
@@ -53,7 +54,7 @@ CONCURRENCY = dag_concurrency(load_settings())
 
 
 @dag(
-    dag_id="recpipe_daily",
+    dag_id=DAG_ID,
     schedule="@daily",
     start_date=HISTORY_START,
     catchup=False,

@@ -27,8 +27,9 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from recpipe.dag_definition import DAG_ID
+
 URL_PREFIX = "/recpipe"
-DAG_ID = "recpipe_daily"
 
 # The page shows runs and published recommendations of recpipe_daily: whoever may read that
 # DAG's runs may read the page (Airflow's auth manager decides, with its roles or policies).
@@ -70,7 +71,7 @@ def _render() -> str:
     settings = load_settings()
     with _lock:
         cached = _cache.get("page")
-        if settings.warehouse == "duckdb" and _run_in_progress():
+        if settings.single_writer and _run_in_progress():
             if cached is None:
                 return (
                     "<!doctype html><title>recpipe</title><h1>recpipe</h1><p>A run is in "

@@ -17,108 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from recpipe.dag_definition import DAG_ID, WAREHOUSE_POOL
 from recpipe.settings import DAGS_DIR, PLUGINS_DIR, Settings
 
-DAG_ID = "recpipe_daily"
-WAREHOUSE_POOL = "recpipe_warehouse"
 log = logging.getLogger(__name__)
-# A watcher sensor reads a status the ended build left in XCom: its first poke finds it. This
-# bounds a sensor that, whatever goes wrong, would otherwise poke for cosmos' default 7 days.
-WATCHER_SENSOR_TIMEOUT_S = 900
-
-
-def dag_concurrency(settings: Settings) -> dict[str, Any]:
-    """How many runs and tasks of ``recpipe_daily`` may run at once on this warehouse.
-
-    DuckDB has a single writer: one run at a time, and every task in a one-slot pool, so two
-    tasks (LocalExecutor runs several) never open the file together. BigQuery: runs of
-    different dates at once (``RECPIPE_MAX_ACTIVE_RUNS``, default 4), their tasks in parallel
-    in Airflow's default pool. No table a run writes is shared with another date's run:
-    per-cutoff tables replace only their own partitions, the run's cutoffs are computed inside
-    each dbt model (ephemeral ``int_cutoffs``), dbt's scratch tables carry a timestamp and
-    recpipe's batch and staging tables a random or date suffix.
-    """
-    if settings.warehouse == "duckdb":
-        return {"max_active_runs": 1, "pool": WAREHOUSE_POOL}
-    return {"max_active_runs": settings.max_active_runs, "pool": "default_pool"}
-
-
-def dbt_execution_mode(settings: Settings):
-    """How cosmos runs dbt: DuckDB one ``dbt build`` watched per node (``WATCHER``), BigQuery
-    one dbt process per model and per test (``LOCAL``)."""
-    from cosmos.constants import ExecutionMode
-
-    return ExecutionMode.WATCHER if settings.warehouse == "duckdb" else ExecutionMode.LOCAL
-
-
-def dbt_watcher_args(settings: Settings) -> dict[str, Any]:
-    """Sensor arguments for watcher mode: plain pokes, no triggerer needed.
-
-    The sensors start only once the build has ended (:func:`watch_after_build`), so the first
-    poke finds the node's status; ``deferrable`` would need an Airflow triggerer for nothing.
-    """
-    from cosmos.constants import ExecutionMode
-
-    if dbt_execution_mode(settings) != ExecutionMode.WATCHER:
-        return {}
-    return {"deferrable": False, "poke_interval": 1, "timeout": WATCHER_SENSOR_TIMEOUT_S}
-
-
-def keep_dbt_run_results(project_dir: str, **_: Any) -> None:
-    """cosmos callback after the watcher's ``dbt build``: keep its ``run_results.json`` (the
-    time dbt spent in each model and test) as ``$RECPIPE_HOME/dbt/run_results.json``; cosmos
-    deletes its temporary project copy afterwards. bench/scale.py reads it."""
-    import shutil
-
-    from recpipe.settings import load_settings
-
-    source = os.path.join(project_dir, "target", "run_results.json")
-    if not os.path.exists(source):
-        log.warning("dbt wrote no run_results.json in %s", project_dir)
-        return
-    target = load_settings().home / "dbt"
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target / "run_results.json")
-
-
-def watch_after_build(group) -> None:
-    """In watcher mode, start the per-node sensors of ``group`` once its ``dbt build`` ended.
-
-    cosmos starts the root sensors beside the producer (for ``DbtTaskGroup``). On DuckDB every
-    task shares a one-slot pool, so a sensor holding the slot would wait forever for a producer
-    that cannot start; and ``dag.test`` runs one task at a time. Downstream of the producer with
-    trigger rule ``one_done`` (the producer is their only upstream), a sensor reads its node's
-    final status from the producer's XCom whether the build passed or failed, and a failed model
-    or test still fails its sensor. When the producer never ran (a gate before dbt failed: it is
-    ``upstream_failed``), ``one_done`` skips the sensors: ``all_done`` would start them, and
-    cosmos' sensor polls for a status that never comes.
-    """
-    from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
-
-    tasks = {task.task_id: task for task in group.iter_tasks()}
-    producer = tasks.get(f"{group.group_id}.{PRODUCER_WATCHER_TASK_ID}")
-    if producer is None:
-        return
-    done = f"{group.group_id}.{PRODUCER_WATCHER_DONE_TASK_ID}"
-    roots = [
-        task
-        for task_id, task in tasks.items()
-        if task_id not in {producer.task_id, done} and not (task.upstream_task_ids & set(tasks))
-    ]
-    for task in roots:
-        producer >> task
-        task.trigger_rule = "one_done"
-    # A test on several models (relationships) has its own sensor, which waits for the status
-    # the producer pushes for a "model" of that name: register the test as its own model. cosmos
-    # also counted it in each parent's `<model>.test`, which then turned red when the test was
-    # skipped because another parent failed: each `<model>.test` shows the model's own tests.
-    detached = {
-        task.model_unique_id
-        for task_id, task in tasks.items()
-        if getattr(task, "is_test_sensor", False) and not task_id.endswith(".test")
-    }
-    own = {m: [t for t in ts if t not in detached] for m, ts in producer.tests_per_model.items()}
-    producer.tests_per_model = {m: ts for m, ts in own.items() if ts} | {t: [t] for t in detached}
 
 
 @dataclass
@@ -253,19 +155,25 @@ def configure_airflow(settings: Settings) -> None:
     os.makedirs(home, exist_ok=True)
     marker = os.path.join(home, ".recpipe_db_migrated")
     if not os.path.exists(marker):
-        done = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            capture_output=True,
-            text=True,
-            env=os.environ.copy(),
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            raise RuntimeError(f"airflow db migrate failed: {' '.join(tail)}")
+        migrate_metadata_db(os.environ.copy())
         open(marker, "w").close()
-    if settings.warehouse == "duckdb":
+    if settings.single_writer:
         _ensure_pool()
+
+
+def migrate_metadata_db(env: dict[str, str]) -> None:
+    """``airflow db migrate`` for the Airflow that ``env`` configures (its AIRFLOW_HOME and
+    metadata DB), in a child process; RuntimeError with its last lines when it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RuntimeError("airflow db migrate failed: " + " | ".join(tail))
 
 
 def _ensure_pool() -> None:

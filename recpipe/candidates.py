@@ -36,7 +36,7 @@ def _interactions(
         + " ".join(f"when '{t}' then {w}" for t, w in EVENT_WEIGHTS.items())
         + " else 1.0 end"
     )
-    start = cutoff - timedelta(days=settings.active_days * 2)
+    start = cutoff - timedelta(days=settings.history_days)
     params = {
         "cutoff": cutoff,
         # event_ts is a TIMESTAMP: BigQuery compares it with timestamps only, not with dates
@@ -65,7 +65,7 @@ def _interactions(
 def _baskets(wh: Warehouse, cutoff: date, settings: Settings) -> pd.DataFrame:
     """Purchased (user, item, basket) rows before ``cutoff`` over the same history window as
     :func:`_interactions`; a basket is the session, or the user's day without one."""
-    start = cutoff - timedelta(days=settings.active_days * 2)
+    start = cutoff - timedelta(days=settings.history_days)
     return wh.query_df(
         """select user_id, item_id,
                    coalesce(session_id, cast(event_date as string)) as basket_id,

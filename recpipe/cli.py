@@ -1,4 +1,5 @@
-"""The ``recpipe`` command line (see SPEC.md): demo, generate, ingest, run, backfill, report.
+"""The ``recpipe`` command line (README "Command line"): demo, generate, ingest, run, backfill,
+report.
 
 Exit code 0 on success; on failure a one-line reason on stderr and a non-zero exit code.
 """
@@ -17,10 +18,6 @@ from pathlib import Path
 from recpipe.settings import Settings, load_settings
 
 DEMO_SHOP = {"users": 4000, "items": 800, "days": 60, "seed": 7}
-EXAMPLE_QUERY = """select user_id, rank, item_id, round(score, 3) as score, sources
-from recpipe.recommendations_latest
-where user_id = (select min(user_id) from recpipe.recommendations_latest)
-order by rank;"""
 
 
 class CliError(RuntimeError):
@@ -205,7 +202,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from recpipe.demo import run_demo
 
-    run_demo(settings, **DEMO_SHOP)
+    run_demo(settings, run_one=_run_one, **DEMO_SHOP)
 
 
 def cmd_manifest(args: argparse.Namespace, settings: Settings) -> None:

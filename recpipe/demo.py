@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 from recpipe.settings import Settings
 
+EXAMPLE_QUERY = """select user_id, rank, item_id, round(score, 3) as score, sources
+from recpipe.recommendations_latest
+where user_id = (select min(user_id) from recpipe.recommendations_latest)
+order by rank;"""
 
-def run_demo(settings: Settings, *, users: int, items: int, days: int, seed: int) -> None:
-    from recpipe.cli import EXAMPLE_QUERY, _run_one
+
+def run_demo(
+    settings: Settings, *, run_one: Callable, users: int, items: int, days: int, seed: int
+) -> None:
+    """Generate, ingest and run the demo shop; ``run_one(settings, as_of, conf)`` is the CLI's
+    way to run one date (its log file, progress lines and one-line failure)."""
     from recpipe.ingest import ingest_events, ingest_items, ingest_users
     from recpipe.synthetic import DEFAULT_END_DATE, generate_shop
     from recpipe.warehouse import session
@@ -52,7 +61,7 @@ def run_demo(settings: Settings, *, users: int, items: int, days: int, seed: int
 
     as_of = summary.end_date + timedelta(days=1)
     t0 = time.monotonic()
-    outcome = _run_one(settings, as_of, {"as_of": as_of.isoformat()})
+    outcome = run_one(settings, as_of, {"as_of": as_of.isoformat()})
     timings["airflow run (total)"] = time.monotonic() - t0
     _print_results(settings, outcome, timings, time.monotonic() - started)
     query = " ".join(EXAMPLE_QUERY.split())

@@ -318,7 +318,8 @@ def feature_checks(
 
 
 def output_checks(wh: Warehouse, staged: str, as_of: date, k: int) -> list[CheckResult]:
-    """Every SPEC invariant of ``recommendations``, measured on the staged rows of run D."""
+    """Every invariant of ``recommendations`` (README "Tables"), measured on the
+    staged rows of run D."""
     params = {"as_of": as_of, "k": k}
     row = wh.query_df(
         f"""

@@ -44,9 +44,9 @@ def read_only_session(settings: Settings, lock_timeout_s: float = 10.0) -> Itera
     are issued (no dataset or table is created). DuckDB refuses a read-only connection in a
     process that also holds a read-write one, so use this only in processes that do not write.
     """
-    if settings.warehouse == "duckdb":
-        if not settings.duckdb_path.exists():
-            raise WarehouseNotReadyError(f"no warehouse at {settings.duckdb_path} yet")
+    if settings.warehouse_file is not None:
+        if not settings.warehouse_file.exists():
+            raise WarehouseNotReadyError(f"no warehouse at {settings.warehouse_file} yet")
         # a short wait: a page view should not hang while a run writes
         try:
             wh: Warehouse = DuckDBWarehouse(
@@ -323,7 +323,7 @@ def render_body(data: dict[str, pd.DataFrame]) -> str:
 def render_page(data: dict[str, pd.DataFrame], settings: Settings, note: str = "") -> str:
     """A whole HTML page."""
     where = settings.warehouse + (
-        f" ({settings.duckdb_path})" if settings.warehouse == "duckdb" else ""
+        f" ({settings.warehouse_file})" if settings.warehouse_file is not None else ""
     )
     return "\n".join(
         [

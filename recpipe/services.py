@@ -26,7 +26,8 @@ from typing import Any
 
 import requests
 
-from recpipe.airflow_runner import DAG_ID, WAREHOUSE_POOL, airflow_environment
+from recpipe.airflow_runner import airflow_environment, migrate_metadata_db
+from recpipe.dag_definition import DAG_ID, WAREHOUSE_POOL
 from recpipe.settings import Settings, load_settings
 
 SERVICES = ("api-server", "scheduler", "dag-processor")
@@ -303,16 +304,7 @@ def start(
     from recpipe.dbt_manifest import ensure_manifest
 
     ensure_manifest(settings.dbt_manifest)  # the dag-processor only reads it
-    migrate = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if migrate.returncode != 0:
-        tail = (migrate.stderr or migrate.stdout).strip().splitlines()[-3:]
-        raise RuntimeError("airflow db migrate failed: " + " | ".join(tail))
+    migrate_metadata_db(env)
     services = AirflowServices(home=home, port=port)
     try:
         for name in SERVICES:
@@ -331,7 +323,7 @@ def start(
         )
         _wait_ready(services, timeout_s)
         client = services.client()
-        if settings.warehouse == "duckdb":
+        if settings.single_writer:
             client.ensure_pool()
         return services
     except BaseException:
@@ -402,7 +394,7 @@ def _up(args: argparse.Namespace) -> int:
         "Press Ctrl-C to stop all three services.",
         flush=True,
     )
-    if settings.warehouse == "duckdb" and not settings.duckdb_path.exists():
+    if settings.warehouse_file is not None and not settings.warehouse_file.exists():
         print("No warehouse yet: `make demo` (or `recpipe ingest`) loads a shop first.")
     try:
         while not stopping["now"]:

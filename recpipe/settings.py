@@ -59,6 +59,7 @@ class Settings:
     label_days: int = 7
     train_cutoffs: int = 1
     candidate_depth: int = 50
+    history_days: int = 180
     default_k: int = 20
     seed: int = 42
     max_active_runs: int = 4
@@ -75,6 +76,25 @@ class Settings:
     @property
     def duckdb_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    # What differs between warehouses, asked by callers instead of comparing names.
+    @property
+    def single_writer(self) -> bool:
+        """One process may write at a time (DuckDB's file lock): one run at a time, every task
+        in a one-slot pool, readers wait or share; BigQuery takes concurrent jobs."""
+        return self.warehouse == "duckdb"
+
+    @property
+    def warehouse_file(self) -> Path | None:
+        """The file the warehouse lives in (DuckDB), None for a service (BigQuery)."""
+        return self.duckdb_path if self.warehouse == "duckdb" else None
+
+    @property
+    def dbt_in_one_build(self) -> bool:
+        """dbt runs as one ``dbt build`` watched per node (cosmos watcher mode) rather than one
+        dbt process per model and test: measured and tested on DuckDB; BigQuery keeps one
+        process per node until watcher mode is tested on the emulator (docs/decisions.md)."""
+        return self.warehouse == "duckdb"
 
     @property
     def models_dir(self) -> Path:
@@ -99,6 +119,7 @@ class Settings:
             "train_cutoffs": self.train_cutoffs,
             "active_days": self.active_days,
             "candidate_depth": self.candidate_depth,
+            "history_days": self.history_days,
         }
 
     def dbt_env(self) -> dict[str, str]:
@@ -177,6 +198,7 @@ def load_settings() -> Settings:
         label_days=_int_env("RECPIPE_LABEL_DAYS", 7),
         train_cutoffs=_int_env("RECPIPE_TRAIN_CUTOFFS", 1),
         candidate_depth=_int_env("RECPIPE_CANDIDATE_DEPTH", 50),
+        history_days=_int_env("RECPIPE_HISTORY_DAYS", 180),
         seed=_int_env("RECPIPE_SEED", 42),
         max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),
         users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 5_000),

@@ -14,7 +14,7 @@ EVENT_TYPES = ("view", "add_to_cart", "purchase")
 # tests/unit/test_shared_settings.py keeps them equal).
 EVENT_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 
-# Column order of the input contract (SPEC.md).
+# Column order of the input contract (README "Input files").
 EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "session_id", "quantity", "price")
 ITEM_COLUMNS = ("item_id", "category", "brand", "price", "is_available")
 USER_COLUMNS = ("user_id", "signup_ts", "segment")

@@ -9,8 +9,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from recpipe.airflow_runner import WAREHOUSE_POOL, dag_concurrency
 from recpipe.airflow_tasks import dbt_vars_template
+from recpipe.dag_definition import WAREHOUSE_POOL, dag_concurrency
 from recpipe.runs import Run, run_cutoffs, train_cutoffs
 from recpipe.settings import Settings, load_settings
 from recpipe.warehouse import DuckDBWarehouse, batch_table
