@@ -197,15 +197,18 @@ def run_pipeline(
         timings["score + publish"] = time.monotonic() - t0
     with session(settings) as wh:
         model = wh.query_df(
-            "select * from recpipe.model_registry where model_version = @v", {"v": version}
+            f"select * from {wh.table('recpipe', 'model_registry')} where model_version = @v",
+            {"v": version},
         ).iloc[0]
         recall = wh.query_df(
-            "select source, depth, recall, users from recpipe.candidate_recall where run_id = @r",
+            "select source, depth, recall, users "
+            f"from {wh.table('recpipe', 'candidate_recall')} where run_id = @r",
             {"r": run.run_id},
         )
         published = (
             wh.query_df(
-                "select user_id, item_id, rank from recpipe.recommendations where run_date = @d",
+                "select user_id, item_id, rank "
+                f"from {wh.table('recpipe', 'recommendations')} where run_date = @d",
                 {"d": as_of},
             )
             if publish

@@ -79,7 +79,7 @@ def check_published(settings: Settings, outcome: DagRunOutcome) -> PublishedRun:
     with session(settings) as wh:
         rows = wh.query_df(
             "select run_date, status, users, rows, model_version, error "
-            "from recpipe.pipeline_runs where run_id = @r",
+            f"from {wh.table('recpipe', 'pipeline_runs')} where run_id = @r",
             {"r": run_id},
         )
     if rows.empty:
@@ -261,7 +261,7 @@ class StageProgress:
         try:
             with session(self.settings) as wh:
                 rows = wh.query_df(
-                    "select check_name, status from recpipe.dq_results "
+                    f"select check_name, status from {wh.table('recpipe', 'dq_results')} "
                     "where run_id = @r and stage = @s",
                     {"r": self.run_id, "s": stage.removeprefix("gate__")},
                 )

@@ -45,19 +45,20 @@ def _interactions(
     }
     interactions = wh.query_df(
         f"""select user_id, item_id, sum({weight}) as weight
-            from staging.stg_shop__events
+            from {wh.table("staging", "stg_shop__events")}
             where event_ts < @cutoff_ts and event_ts >= @start_ts
-              and item_id in (select item_id from staging.stg_shop__items)
+              and item_id in (select item_id from {wh.table("staging", "stg_shop__items")})
             group by user_id, item_id""",
         params,
     )
     users = wh.query_df(
-        "select user_id from intermediate.int_active_users where as_of_date = @cutoff "
-        "order by user_id",
+        f"select user_id from {wh.table('intermediate', 'int_active_users')} "
+        "where as_of_date = @cutoff order by user_id",
         params,
     )["user_id"]
     items = wh.query_df(
-        "select item_id from staging.stg_shop__items where is_available order by item_id"
+        f"select item_id from {wh.table('staging', 'stg_shop__items')} "
+        "where is_available order by item_id"
     )["item_id"]
     return interactions, users.tolist(), items.tolist()
 
@@ -67,12 +68,12 @@ def _baskets(wh: Warehouse, cutoff: date, settings: Settings) -> pd.DataFrame:
     :func:`_interactions`; a basket is the session, or the user's day without one."""
     start = cutoff - timedelta(days=settings.history_days)
     return wh.query_df(
-        """select user_id, item_id,
+        f"""select user_id, item_id,
                    coalesce(session_id, cast(event_date as string)) as basket_id,
                    min(event_ts) as basket_ts
-            from staging.stg_shop__events
+            from {wh.table("staging", "stg_shop__events")}
             where event_type = 'purchase' and event_ts < @cutoff_ts and event_ts >= @start_ts
-              and item_id in (select item_id from staging.stg_shop__items)
+              and item_id in (select item_id from {wh.table("staging", "stg_shop__items")})
             group by user_id, item_id, basket_id""",
         {
             "cutoff_ts": datetime(cutoff.year, cutoff.month, cutoff.day),
@@ -143,7 +144,7 @@ def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) 
     found_all = []
     for source in ranker.SOURCES:
         found = wh.query_df(
-            f"select user_id, item_id from candidates.cand_{source} "
+            f"select user_id, item_id from {wh.table('candidates', f'cand_{source}')} "
             "where as_of_date = @c and rank <= @depth",
             {"c": cutoff, "depth": depth},
         )

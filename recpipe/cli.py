@@ -164,7 +164,8 @@ def _failure_reason(settings: Settings, run_id: str, failed: list[str]) -> str:
     try:
         with session(settings, lock_timeout_s=BRIEF_LOCK_TIMEOUT_S) as wh:
             rows = wh.query_df(
-                "select error from recpipe.pipeline_runs where run_id = @r", {"r": run_id}
+                f"select error from {wh.table('recpipe', 'pipeline_runs')} where run_id = @r",
+                {"r": run_id},
             )
         if len(rows) and rows["error"].iloc[0]:
             return str(rows["error"].iloc[0])

@@ -110,15 +110,16 @@ def _print_results(settings: Settings, outcome, timings: dict[str, float], total
 
     with session(settings) as wh:
         gates = wh.query_df(
-            "select stage, status, count(*) as n from recpipe.dq_results where run_id = @r "
-            "group by 1, 2 order by 1, 2",
+            f"select stage, status, count(*) as n from {wh.table('recpipe', 'dq_results')} "
+            "where run_id = @r group by 1, 2 order by 1, 2",
             {"r": outcome.run_id},
         )
         run = wh.query_df(
-            "select * from recpipe.pipeline_runs where run_id = @r", {"r": outcome.run_id}
+            f"select * from {wh.table('recpipe', 'pipeline_runs')} where run_id = @r",
+            {"r": outcome.run_id},
         ).iloc[0]
         model = wh.query_df(
-            "select * from recpipe.model_registry where model_version = @v",
+            f"select * from {wh.table('recpipe', 'model_registry')} where model_version = @v",
             {"v": run["model_version"]},
         ).iloc[0]
     print("\nStage timings (seconds):")

@@ -159,13 +159,13 @@ def _run_facts(run_id: str) -> dict[str, Any]:
         lock_timeout_s = min(settings.lock_timeout_s, BRIEF_LOCK_TIMEOUT_S)
         with session(settings, lock_timeout_s=lock_timeout_s) as wh:
             runs = wh.query_df(
-                "select run_date, status, error, rows, model_version from recpipe.pipeline_runs "
-                "where run_id = @r",
+                "select run_date, status, error, rows, model_version "
+                f"from {wh.table('recpipe', 'pipeline_runs')} where run_id = @r",
                 {"r": run_id},
             )
             checks = wh.query_df(
                 "select stage, check_name, status, observed, threshold, details "
-                "from recpipe.dq_results where run_id = @r and status <> 'pass' "
+                f"from {wh.table('recpipe', 'dq_results')} where run_id = @r and status <> 'pass' "
                 "order by stage, check_name",
                 {"r": run_id},
             )

@@ -260,23 +260,20 @@ def feature_checks(
     with the profile of the latest successful run for an earlier date.
     """
     params = {"as_of": as_of}
-    active = _scalar(
-        wh,
-        "select count(*) from intermediate.int_active_users where as_of_date = @as_of",
-        params,
-    )
+    active_users = wh.table("intermediate", "int_active_users")
+    active = _scalar(wh, f"select count(*) from {active_users} where as_of_date = @as_of", params)
     missing_users = _scalar(
         wh,
-        """select count(*) from intermediate.int_active_users a
+        f"""select count(*) from {active_users} a
            where a.as_of_date = @as_of and not exists (
-             select 1 from features.fct_user_features f
+             select 1 from {wh.table("features", "fct_user_features")} f
              where f.as_of_date = a.as_of_date and f.user_id = a.user_id)""",
         params,
     )
     missing_items = _scalar(
         wh,
-        """select count(*) from staging.stg_shop__items i where not exists (
-             select 1 from features.fct_item_features f
+        f"""select count(*) from {wh.table("staging", "stg_shop__items")} i where not exists (
+             select 1 from {wh.table("features", "fct_item_features")} f
              where f.as_of_date = @as_of and f.item_id = i.item_id)""",
         params,
     )
@@ -346,8 +343,8 @@ def output_checks(wh: Warehouse, staged: str, as_of: date, k: int) -> list[Check
              where score is null or not abs(score) <= 1.7976931348623157e308)
                 as non_finite,
             (select count(distinct user_id) from {staged}) as users,
-            (select count(*) from intermediate.int_active_users where as_of_date = @as_of)
-                as active
+            (select count(*) from {wh.table("intermediate", "int_active_users")}
+             where as_of_date = @as_of) as active
         """,
         params,
     ).iloc[0]
@@ -431,7 +428,8 @@ def candidate_checks(
     """User coverage at D (active users with >= k candidates over every registered source) and
     the union's recall on the validation window (``recall`` per source goes in the details)."""
     union = " union all ".join(
-        f"select user_id, item_id from candidates.{source.table} where as_of_date = @as_of"
+        f"select user_id, item_id from {wh.table('candidates', source.table)} "
+        "where as_of_date = @as_of"
         for source in sources.SOURCES
     )
     coverage = wh.query_df(
@@ -440,7 +438,7 @@ def candidate_checks(
             select user_id, count(distinct item_id) as n from ({union}) u group by user_id
         )
         select count(*) as active, sum(case when p.n >= @k then 1 else 0 end) as covered
-        from intermediate.int_active_users a
+        from {wh.table("intermediate", "int_active_users")} a
         left join per_user p on p.user_id = a.user_id
         where a.as_of_date = @as_of
         """,

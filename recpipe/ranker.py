@@ -99,7 +99,7 @@ def candidate_frame(
     in_range = " and user_id between @first_user and @last_user" if users else ""
     unions = " union all ".join(
         f"select user_id, item_id, '{source}' as source, score, rank "
-        f"from candidates.cand_{source} where as_of_date = @cutoff{in_range}"
+        f"from {wh.table('candidates', f'cand_{source}')} where as_of_date = @cutoff{in_range}"
         for source in SOURCES
     )
     pivots = ",\n".join(
@@ -113,12 +113,13 @@ def candidate_frame(
         selects += [f"f{alias}.{col}" for col in columns]
         on = " and ".join(f"f{alias}.{key} = c.{key}" for key in keys)
         joins.append(
-            f"left join features.{table} f{alias} on f{alias}.as_of_date = @cutoff and {on}"
+            f"left join {wh.table('features', table)} f{alias} "
+            f"on f{alias}.as_of_date = @cutoff and {on}"
         )
     if with_labels:
         selects += ["coalesce(l.label, 0) as label", "coalesce(l.purchased, false) as purchased"]
         joins.append(
-            "left join intermediate.int_labels l on l.as_of_date = @cutoff "
+            f"left join {wh.table('intermediate', 'int_labels')} l on l.as_of_date = @cutoff "
             "and l.user_id = c.user_id and l.item_id = c.item_id"
         )
     sql = f"""
@@ -158,7 +159,7 @@ def candidate_frames(
     user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop.
     Every stage that uses them works per user, so the chunks change no result."""
     unions = " union all ".join(
-        f"select user_id from candidates.cand_{source} where as_of_date = @cutoff"
+        f"select user_id from {wh.table('candidates', f'cand_{source}')} where as_of_date = @cutoff"
         for source in SOURCES
     )
     users = wh.query_df(

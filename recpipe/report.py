@@ -82,11 +82,15 @@ def collect(wh: Warehouse) -> dict[str, pd.DataFrame]:
     def read(table: str, sql: str) -> pd.DataFrame:
         return wh.query_df(sql) if present[table] else pd.DataFrame()
 
+    runs, checks = wh.table(PUBLISHED, "pipeline_runs"), wh.table(PUBLISHED, "dq_results")
+    models, recall = wh.table(PUBLISHED, "model_registry"), wh.table(PUBLISHED, "candidate_recall")
+    latest = wh.table(PUBLISHED, "recommendations_latest")
+
     return {
         "runs": read(
             "pipeline_runs",
             "select run_date, run_id, status, started_at, finished_at, model_version, users, "
-            f"rows, error from recpipe.pipeline_runs order by started_at desc limit {RECENT_RUNS}",
+            f"rows, error from {runs} order by started_at desc limit {RECENT_RUNS}",
         ),
         "gate_summary": read(
             "dq_results",
@@ -96,31 +100,31 @@ def collect(wh: Warehouse) -> dict[str, pd.DataFrame]:
             "sum(case when status = 'fail' then 1 else 0 end) as failed, "
             "string_agg(case when status <> 'pass' then stage || '.' || check_name end, ', ') "
             "as not_passed, max(checked_at) as checked_at "
-            "from recpipe.dq_results group by run_date, run_id "
+            f"from {checks} group by run_date, run_id "
             f"order by checked_at desc limit {RECENT_RUNS}",
         ),
         "gates": read(
             "dq_results",
             "select run_date, stage, check_name, status, observed, threshold, details "
-            "from recpipe.dq_results where run_id = (select run_id from recpipe.dq_results "
+            f"from {checks} where run_id = (select run_id from {checks} "
             "order by checked_at desc limit 1) order by stage, check_name",
         ),
         "models": read(
             "model_registry",
             "select model_version, as_of_date, trained_at, status, validation_metrics, "
-            "baseline_metrics from recpipe.model_registry order by as_of_date, trained_at",
+            f"baseline_metrics from {models} order by as_of_date, trained_at",
         ),
         "recall": read(
             "candidate_recall",
             # reruns of a date measure the same window: one value per date and source
-            "select run_date, source, max(recall) as recall from recpipe.candidate_recall "
+            f"select run_date, source, max(recall) as recall from {recall} "
             "group by run_date, source order by run_date, source",
         ),
         "sample": read(
             "recommendations",
             "select run_date, user_id, rank, item_id, round(score, 4) as score, model_version, "
-            "sources from recpipe.recommendations_latest where user_id in (select distinct "
-            f"user_id from recpipe.recommendations_latest order by user_id limit {SAMPLE_USERS})"
+            f"sources from {latest} where user_id in (select distinct "
+            f"user_id from {latest} order by user_id limit {SAMPLE_USERS})"
             f" and rank <= {SAMPLE_RANKS} order by user_id, rank",
         ),
     }

@@ -21,7 +21,7 @@ SOURCE_BASELINES = sources.SOURCE_BASELINES
 def window_truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
     """Relevant items of the window after ``cutoff``: purchases, or any event if none bought."""
     labels = wh.query_df(
-        "select user_id, item_id, purchased from intermediate.int_labels "
+        f"select user_id, item_id, purchased from {wh.table('intermediate', 'int_labels')} "
         "where as_of_date = @cutoff",
         {"cutoff": cutoff},
     )
@@ -32,25 +32,25 @@ def window_truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
 
 # The user's events on each catalog item over the history window, weighted by type, read from
 # the per-cutoff user-item features (dbt counts them from the same point-in-time events).
-# (No alias may be a schema's name: the BigQuery warehouse qualifies `schema.name`.)
 _PERSONAL_WEIGHT = " + ".join(
     f"{weight:g} * pairs.ui_{event_type}_count_history"
     for event_type, weight in EVENT_WEIGHTS.items()
 )
 
 
-_PERSONAL_TOP_FREQUENCY_SQL = f"""
+def _personal_top_frequency_sql(wh: Warehouse) -> str:
+    return f"""
     with personal as (
         select pairs.user_id, pairs.item_id, {_PERSONAL_WEIGHT} as score
-        from features.fct_user_item_features pairs
-        inner join intermediate.int_active_users active
+        from {wh.table("features", "fct_user_item_features")} pairs
+        inner join {wh.table("intermediate", "int_active_users")} active
             on active.as_of_date = pairs.as_of_date and active.user_id = pairs.user_id
-        inner join staging.stg_shop__items items on items.item_id = pairs.item_id
+        inner join {wh.table("staging", "stg_shop__items")} items on items.item_id = pairs.item_id
         where pairs.as_of_date = @c and items.is_available
     ),
     popular as (
         select user_id, item_id, -rank as score
-        from candidates.cand_popularity where as_of_date = @c and rank <= @k
+        from {wh.table("candidates", "cand_popularity")} where as_of_date = @c and rank <= @k
     ),
     tiered as (
         select user_id, item_id, 0 as tier, score from personal
@@ -68,7 +68,7 @@ _PERSONAL_TOP_FREQUENCY_SQL = f"""
         from best where n = 1
     )
     select * from ranked where rank <= @k
-"""
+    """
 
 
 def baseline_recommendations(wh: Warehouse, valid: date) -> dict[str, pd.DataFrame]:
@@ -81,13 +81,13 @@ def baseline_recommendations(wh: Warehouse, valid: date) -> dict[str, pd.DataFra
     params = {"c": valid, "k": EVAL_K}
     lists = {
         name: wh.query_df(
-            f"select user_id, item_id, rank from candidates.cand_{source} "
+            f"select user_id, item_id, rank from {wh.table('candidates', f'cand_{source}')} "
             "where as_of_date = @c and rank <= @k",
             params,
         )
         for name, source in SOURCE_BASELINES.items()
     }
-    lists["personal_top_frequency"] = wh.query_df(_PERSONAL_TOP_FREQUENCY_SQL, params)
+    lists["personal_top_frequency"] = wh.query_df(_personal_top_frequency_sql(wh), params)
     return lists
 
 
@@ -113,12 +113,12 @@ def evaluate_on_window(
     users = recommended["user_id"].unique()
     truth = truth[truth["user_id"].isin(users)]
     items = int(
-        wh.query_df("select count(*) as n from staging.stg_shop__items where is_available")[
-            "n"
-        ].iloc[0]
+        wh.query_df(
+            f"select count(*) as n from {wh.table('staging', 'stg_shop__items')} where is_available"
+        )["n"].iloc[0]
     )
     repeat = wh.query_df(
-        "select user_id, item_id from features.fct_user_item_features "
+        f"select user_id, item_id from {wh.table('features', 'fct_user_item_features')} "
         "where as_of_date = @c and ui_purchase_count_history > 0",
         {"c": valid},
     )

@@ -208,11 +208,6 @@ class WarehouseCredentialsError(RuntimeError):
     a secret: it names where recpipe looked and what to set, not what it found."""
 
 
-# Schemas (DuckDB) / datasets (BigQuery) whose tables recpipe's SQL names as ``schema.table``.
-SCHEMAS = ("raw", "work", "recpipe", "staging", "intermediate", "features", "candidates")
-_SCHEMA_REFERENCE = re.compile(
-    r"(?<![\w.`'\"@])\b(" + "|".join(SCHEMAS) + r")\.([A-Za-z_][A-Za-z0-9_]*)\b(?![`'\"])"
-)
 _CREATE_SCHEMA = re.compile(r"^\s*create\s+schema\s+if\s+not\s+exists\s+(\w+)\s*$", re.IGNORECASE)
 # DuckDB DDL types of recpipe/tables.py and their BigQuery names.
 _BIGQUERY_TYPES = {
@@ -494,10 +489,6 @@ class BigQueryWarehouse:
     def _table_id(self, schema: str, name: str) -> str:
         return f"{self.project}.{self.dataset(schema)}.{identifier(name)}"
 
-    def qualify(self, sql: str) -> str:
-        """Rewrite ``schema.table`` references to recpipe's schemas as BigQuery table ids."""
-        return _SCHEMA_REFERENCE.sub(lambda m: self.table(m.group(1), m.group(2)), sql)
-
     # errors --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -549,7 +540,7 @@ class BigQueryWarehouse:
             setattr(config, key, value)
         with self._errors():
             job = self.client.query(
-                self.qualify(sql),
+                sql,
                 job_config=config,
                 location=self.location,
                 retry=self._retry,

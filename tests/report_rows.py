@@ -15,10 +15,13 @@ DATES = (date(2026, 9, 29), date(2026, 9, 30))
 
 def seed_report_rows(wh: Warehouse) -> None:
     ensure_tables(wh)
+    models, runs = wh.table("recpipe", "model_registry"), wh.table("recpipe", "pipeline_runs")
+    checks_table = wh.table("recpipe", "dq_results")
+    recall_table = wh.table("recpipe", "candidate_recall")
     for day, ndcg in zip(DATES, (0.31, 0.35), strict=True):
         run_id = f"run{day.day}"
         wh.execute(
-            "insert into recpipe.model_registry (model_version, as_of_date, trained_at, "
+            f"insert into {models} (model_version, as_of_date, trained_at, "
             "status, validation_metrics, baseline_metrics) values (@v, @d, @t, 'champion', "
             "@m, @b)",
             {
@@ -31,7 +34,7 @@ def seed_report_rows(wh: Warehouse) -> None:
         )
         failed = day == DATES[0]
         wh.execute(
-            "insert into recpipe.pipeline_runs (run_date, run_id, status, started_at, "
+            f"insert into {runs} (run_date, run_id, status, started_at, "
             "finished_at, model_version, users, rows, params, error) values (@d, @r, @s, @t, "
             "@t, @v, @u, @n, '{}', @e)",
             {
@@ -50,7 +53,7 @@ def seed_report_rows(wh: Warehouse) -> None:
             checks.append(("raw", "events_volume", "fail"))
         for stage, check, status in checks:
             wh.execute(
-                "insert into recpipe.dq_results (run_date, run_id, stage, check_name, status, "
+                f"insert into {checks_table} (run_date, run_id, stage, check_name, status, "
                 "observed, threshold, details, checked_at) values (@d, @r, @stage, @check, "
                 "@status, 0.6, 0.2, '', @t)",
                 {
@@ -64,7 +67,7 @@ def seed_report_rows(wh: Warehouse) -> None:
             )
         for source, recall in (("popularity", 0.4), ("union", 0.6)):
             wh.execute(
-                "insert into recpipe.candidate_recall (run_date, run_id, cutoff, source, "
+                f"insert into {recall_table} (run_date, run_id, cutoff, source, "
                 "depth, recall, users) values (@d, @r, @d, @s, 50, @recall, 10)",
                 {"d": day, "r": run_id, "s": source, "recall": recall},
             )

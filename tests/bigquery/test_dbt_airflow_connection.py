@@ -128,6 +128,7 @@ def test_dbt_through_cosmos_reads_the_airflow_connection(
     assert token_server.issuers and set(token_server.issuers) == {CLIENT_EMAIL}
     # ... and built the model on the emulator with the token it got.
     with session(settings) as wh:
-        n = wh.query_df("select count(*) as n from staging.stg_shop__items")["n"].iloc[0]
-        items = wh.query_df("select count(*) as n from raw.items")["n"].iloc[0]
+        n = wh.query_df(f"select count(*) as n from {wh.table('staging', 'stg_shop__items')}")
+        items = wh.query_df(f"select count(*) as n from {wh.table('raw', 'items')}")
+    n, items = n["n"].iloc[0], items["n"].iloc[0]
     assert n == items > 0

@@ -25,7 +25,8 @@ def test_dbt_build_on_the_bigquery_target(bq_settings, tiny_shop, tmp_path):
         # the run's cutoffs are ephemeral (no table a run of another date could overwrite)
         assert not wh.table_exists("intermediate", "int_cutoffs")
         n = wh.query_df(
-            "select count(*) as n from candidates.cand_popularity where as_of_date = @d",
+            f"select count(*) as n from {wh.table('candidates', 'cand_popularity')} "
+            "where as_of_date = @d",
             {"d": tiny_shop.end_date + timedelta(days=1)},
         )["n"].iloc[0]
         assert n > 0

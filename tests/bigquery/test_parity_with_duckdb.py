@@ -70,11 +70,13 @@ def published(settings: Settings, run_date) -> pd.DataFrame:
     with session(settings) as wh:
         frame = wh.query_df(
             "select user_id, rank, item_id, score, model_version, sources "
-            "from recpipe.recommendations where run_date = @d order by user_id, rank",
+            f"from {wh.table('recpipe', 'recommendations')} where run_date = @d "
+            "order by user_id, rank",
             {"d": run_date},
         )
         status = wh.query_df(
-            "select status from recpipe.pipeline_runs where run_date = @d", {"d": run_date}
+            f"select status from {wh.table('recpipe', 'pipeline_runs')} where run_date = @d",
+            {"d": run_date},
         )["status"].tolist()
     assert status == ["success"]
     frame["rank"] = frame["rank"].astype("int64")

@@ -90,9 +90,12 @@ def test_two_dates_at_once_on_bigquery_publish_what_duckdb_publishes(
         raise errors[0]
 
     with session(bq_settings) as wh:
-        latest = wh.query_df("select count(*) as n from recpipe.recommendations_latest")
+        latest = wh.query_df(
+            f"select count(*) as n from {wh.table('recpipe', 'recommendations_latest')}"
+        )
         gates = wh.query_df(
-            "select distinct stage from recpipe.dq_results where run_date = @d", {"d": day}
+            f"select distinct stage from {wh.table('recpipe', 'dq_results')} where run_date = @d",
+            {"d": day},
         )
     assert {"raw", "features", "candidates", "model", "output"} <= set(gates["stage"])
     for run_date in (day_before, day):
