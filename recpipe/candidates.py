@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from recpipe import ranker, sources
+from recpipe import sources
 from recpipe.evaluation import candidate_recall
 from recpipe.runs import Run, now
 from recpipe.settings import Settings
@@ -142,7 +142,7 @@ def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) 
     truth = window_truth(wh, cutoff)
     recall: dict[str, float] = {}
     found_all = []
-    for source in ranker.SOURCES:
+    for source in sources.NAMES:
         found = wh.query_df(
             f"select user_id, item_id from {wh.table('candidates', f'cand_{source}')} "
             "where as_of_date = @c and rank <= @depth",

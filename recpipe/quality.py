@@ -427,11 +427,7 @@ def candidate_checks(
 ) -> list[CheckResult]:
     """User coverage at D (active users with >= k candidates over every registered source) and
     the union's recall on the validation window (``recall`` per source goes in the details)."""
-    union = " union all ".join(
-        f"select user_id, item_id from {wh.table('candidates', source.table)} "
-        "where as_of_date = @as_of"
-        for source in sources.SOURCES
-    )
+    union = sources.union_sql(wh, "user_id, item_id", "as_of_date = @as_of")
     coverage = wh.query_df(
         f"""
         with per_user as (

@@ -24,7 +24,6 @@ from recpipe import sources
 from recpipe.warehouse import Warehouse
 
 # the registry's sources, in its order: the order of the ranker's source features
-SOURCES = sources.NAMES
 KEY_COLUMNS = ("user_id", "item_id")
 FEATURE_DECIMALS = 9
 NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased", "query_id")
@@ -97,15 +96,13 @@ def candidate_frame(
     """All candidates of every source at ``cutoff`` with their features (and labels); only
     those of users from ``users[0]`` to ``users[1]`` (inclusive) when given."""
     in_range = " and user_id between @first_user and @last_user" if users else ""
-    unions = " union all ".join(
-        f"select user_id, item_id, '{source}' as source, score, rank "
-        f"from {wh.table('candidates', f'cand_{source}')} where as_of_date = @cutoff{in_range}"
-        for source in SOURCES
+    unions = sources.union_sql(
+        wh, "user_id, item_id, score, rank", f"as_of_date = @cutoff{in_range}"
     )
     pivots = ",\n".join(
         f"max(case when source = '{s}' then score end) as cand_{s}_score, "
         f"min(case when source = '{s}' then rank end) as cand_{s}_rank"
-        for s in SOURCES
+        for s in sources.NAMES
     )
     selects, joins = ["c.*"], []
     for alias, (table, keys) in enumerate(FEATURE_TABLES.items()):
@@ -158,10 +155,7 @@ def candidate_frames(
     """:func:`candidate_frame` in chunks of at most ``users_per_chunk`` users (consecutive
     user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop.
     Every stage that uses them works per user, so the chunks change no result."""
-    unions = " union all ".join(
-        f"select user_id from {wh.table('candidates', f'cand_{source}')} where as_of_date = @cutoff"
-        for source in SOURCES
-    )
+    unions = sources.union_sql(wh, "user_id", "as_of_date = @cutoff")
     users = wh.query_df(
         f"select distinct user_id from ({unions}) as candidate_users order by user_id",
         {"cutoff": cutoff},

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from recpipe.warehouse import Warehouse
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,17 @@ SOURCES: tuple[CandidateSource, ...] = (
 )
 
 NAMES: tuple[str, ...] = tuple(source.name for source in SOURCES)
-SQL_SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCES if s.kind == "sql")
 PYTHON_SOURCES: tuple[CandidateSource, ...] = tuple(s for s in SOURCES if s.kind == "python")
 # baseline name -> the source whose own ranking it is, in the registry's order
 SOURCE_BASELINES: dict[str, str] = {s.baseline: s.name for s in SOURCES if s.baseline}
+
+
+def union_sql(wh: Warehouse, columns: str, where: str) -> str:
+    """One ``union all`` over every registered source's candidate table: ``columns`` and a
+    ``source`` column naming the source, from the rows matching ``where`` (parameters as in
+    the caller's query). The one place that lists the candidate tables in SQL."""
+    return " union all ".join(
+        f"select {columns}, '{s.name}' as source from {wh.table('candidates', s.table)} "
+        f"where {where}"
+        for s in SOURCES
+    )

@@ -15,7 +15,6 @@ from recpipe.tables import EVENT_WEIGHTS
 from recpipe.warehouse import Warehouse
 
 # Baselines read straight from a candidate source's own ranking (name -> source).
-SOURCE_BASELINES = sources.SOURCE_BASELINES
 
 
 def window_truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
@@ -85,7 +84,7 @@ def baseline_recommendations(wh: Warehouse, valid: date) -> dict[str, pd.DataFra
             "where as_of_date = @c and rank <= @k",
             params,
         )
-        for name, source in SOURCE_BASELINES.items()
+        for name, source in sources.SOURCE_BASELINES.items()
     }
     lists["personal_top_frequency"] = wh.query_df(_personal_top_frequency_sql(wh), params)
     return lists

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from recpipe import pipeline, ranker
+from recpipe import pipeline, sources
 from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items
 from recpipe.settings import load_settings
@@ -64,10 +64,10 @@ def test_purchases_only_log_runs_every_model_stage(purchases_only):
                 f"select count(*) as n from candidates.cand_{source} where as_of_date = @d",
                 {"d": as_of},
             )["n"].iloc[0]
-            for source in ranker.SOURCES
+            for source in sources.NAMES
         }
-    assert len(ranker.SOURCES) >= 6
-    assert set(recall["source"]) == {*ranker.SOURCES, "union"}
+    assert len(sources.NAMES) >= 6
+    assert set(recall["source"]) == {*sources.NAMES, "union"}
     assert (recall["depth"] == settings.candidate_depth).all()
     union = recall.set_index("source")["recall"]
     assert union["union"] >= union.drop("union").max()  # the union covers every source

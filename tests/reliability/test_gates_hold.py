@@ -14,7 +14,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from recpipe import pipeline
+from recpipe import pipeline, sources
 from recpipe.gates import GateFailed, gate_config
 from recpipe.ingest import ingest_events, ingest_items
 from recpipe.warehouse import session
@@ -202,7 +202,7 @@ def test_candidate_gate_fails_on_coverage_and_on_recall(shop, prepared_shop):
     # Candidate sources that propose nothing a user went on to buy: recall below the floor.
     valid = pipeline.run_cutoffs(wide, shop)["valid"]
     with session(shop) as wh:
-        for source in pipeline.ranker.SOURCES:
+        for source in sources.NAMES:
             wh.execute(
                 f"update candidates.cand_{source} set item_id = 'nothing-' || item_id "
                 "where as_of_date = @v",

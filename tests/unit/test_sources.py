@@ -4,8 +4,9 @@ from it (never used by the ranker) fails here, and so does a registered source n
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from recpipe import candidates_python, ranker, sources, validation
+from recpipe import candidates_python, sources
 from recpipe.dbt_manifest import require_manifest
 
 
@@ -37,5 +38,12 @@ def test_names_and_baselines_are_unique_and_the_ranker_reads_the_registry():
     baselines = [s.baseline for s in sources.SOURCES if s.baseline]
     assert len(set(baselines)) == len(baselines)
     assert "personal_top_frequency" not in baselines  # measured by its own SQL, not a source
-    assert ranker.SOURCES == sources.NAMES
-    assert validation.SOURCE_BASELINES == sources.SOURCE_BASELINES
+
+
+def test_no_module_keeps_its_own_list_of_sources():
+    root = Path(sources.__file__).parent
+    for path in [*root.glob("*.py"), *(root.parent / "bench").glob("*.py")]:
+        if path.name != "sources.py":
+            text = path.read_text()
+            assert '"covisitation_purchase"' not in text, path
+            assert "'covisitation_purchase'" not in text, path
