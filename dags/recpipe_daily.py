@@ -11,8 +11,9 @@ stage uses only events before D:
 3. `dbt` builds staging, features and SQL candidate sources, each model tested right after it;
 4. `gate__features`, then `candidates__python_sources` (implicit ALS), `gate__candidates`;
 5. `model__train_or_load` (LightGBM lambdarank), `gate__model` against the popularity baseline;
-6. `score__rank_candidates` writes the top K to a staging table, `gate__output` audits it,
-   `publish__recommendations` swaps it into `recpipe.recommendations` atomically.
+6. `score__rank_candidates` (one mapped task per user shard, `RECPIPE_USER_SHARDS`) writes the
+   top K to staging tables, `gate__output` audits them all, `publish__recommendations` swaps
+   them into `recpipe.recommendations` in one transaction.
 
 A failed gate fails its task with a one-line reason; nothing is published and earlier
 outputs stay exactly as they were. One run at a time on DuckDB (single writer), every task in the
@@ -158,11 +159,11 @@ def recpipe_daily():
             check_model(current, model_version)
 
     @task(task_id="score__rank_candidates")
-    def score(run: dict, model_version: str) -> int:
+    def score(run: dict, model_version: str, shard: int) -> int:
         from recpipe.pipeline import score_candidates
 
         with stage(run) as current:
-            return score_candidates(current, model_version)
+            return score_candidates(current, model_version, shard)
 
     @task(task_id="gate__output", retries=0)
     def gate_output(run: dict) -> None:
@@ -198,7 +199,10 @@ def recpipe_daily():
         gate_candidates(run),
         version,
         gate_model(run, version),
-        score(run, version),
+        # one mapped task per user shard (RECPIPE_USER_SHARDS), each free to run on any worker
+        score.partial(run=run, model_version=version).expand(
+            shard=list(range(settings.user_shards))
+        ),
         gate_output(run),
         published,
     )

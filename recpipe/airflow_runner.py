@@ -349,7 +349,9 @@ def _outcome(as_of: date, dag_run) -> DagRunOutcome:
         )
         for ti in tis:
             if ti.start_date and ti.end_date:
-                outcome.task_seconds[ti.task_id] = (ti.end_date - ti.start_date).total_seconds()
+                seconds = (ti.end_date - ti.start_date).total_seconds()
+                # a mapped task (one per user shard) counts the seconds of all its instances
+                outcome.task_seconds[ti.task_id] = outcome.task_seconds.get(ti.task_id, 0) + seconds
             if str(ti.state) in ("success", "failed"):
                 outcome.tasks_run.append(ti.task_id)
             if str(ti.state) == "failed":

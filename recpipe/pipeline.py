@@ -40,7 +40,7 @@ from recpipe.runs import (
 from recpipe.settings import Settings, load_settings
 from recpipe.tables import PUBLISHED, UNION_SOURCE, ensure_tables
 from recpipe.validation import evaluate_on_window
-from recpipe.warehouse import session
+from recpipe.warehouse import Warehouse, session
 
 # the DAG's tasks, in their order (the first and the last come from the run record)
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "Run",
     "run_cutoffs",
     "stage_table",
+    "staged_rows",
 ]
 
 
@@ -189,37 +190,69 @@ def check_model(run: Run, version: str, settings: Settings | None = None) -> Non
         model_registry.set_status(wh, version, "champion", only_if="challenger")
 
 
-def stage_table(run: Run) -> tuple[str, str]:
-    """Where D's scored top K waits for the output gate: ``work.recommendations_stage_<D>``."""
-    return "work", f"recommendations_stage_{run.as_of_date:%Y%m%d}"
+def stage_table(run: Run, shard: tuple[int, int] = (0, 1)) -> tuple[str, str]:
+    """Where shard ``(i, n)`` of D's scored top K waits for the output gate:
+    ``work.recommendations_stage_<D>`` (one shard) or ``..._<D>_shard_<i>_of_<n>``."""
+    index, count = shard
+    name = f"recommendations_stage_{run.as_of_date:%Y%m%d}"
+    return "work", name if count == 1 else f"{name}_shard_{index}_of_{count}"
 
 
-def score_candidates(run: Run, version: str, settings: Settings | None = None) -> int:
-    """Rank D's candidates with the model and write the top K per user to a staging table."""
+def staged_rows(wh: Warehouse, run: Run, shards: int) -> str:
+    """D's staged rows of every shard, as a table or a ``union all`` to select from. A shard
+    with no staging table is an error naming it (its scoring task did not finish)."""
+    tables = [stage_table(run, (index, shards)) for index in range(shards)]
+    missing = [".".join(t) for t in tables if not wh.table_exists(*t)]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} of {shards} user shards have no staged rows for "
+            f"{run.as_of_date} ({', '.join(missing[:3])}): rerun score__rank_candidates"
+        )
+    if shards == 1:
+        return wh.table(*tables[0])
+    union = " union all ".join(f"select * from {wh.table(*t)}" for t in tables)
+    return f"({union})"
+
+
+def score_candidates(
+    run: Run, version: str, shard: int = 0, settings: Settings | None = None
+) -> int:
+    """Rank the candidates of one user shard (of ``settings.user_shards``) at D with the model
+    and write their top K per user to the shard's staging table."""
     settings = settings or load_settings()
     booster, features = ranker.load(settings.models_dir / f"{version}.txt")
+    where = (shard, settings.user_shards)
     with session(settings) as wh:
         top = ranker.rank_in_chunks(
-            wh, run.as_of_date, booster, features, run.k, users_per_chunk=settings.users_per_chunk
+            wh,
+            run.as_of_date,
+            booster,
+            features,
+            run.k,
+            users_per_chunk=settings.users_per_chunk,
+            shard=where,
         )
         top.insert(0, "run_date", run.as_of_date)
         top["model_version"] = version
         top = top[["run_date", "user_id", "rank", "item_id", "score", "model_version", "sources"]]
         top["rank"] = top["rank"].astype("int32")
-        wh.write_df(top, *stage_table(run))
+        wh.write_df(top, *stage_table(run, where))
     return len(top)
 
 
 def check_output(run: Run, settings: Settings | None = None) -> None:
-    with session(settings or load_settings()) as wh:
-        staged = wh.table(*stage_table(run))
+    settings = settings or load_settings()
+    with session(settings) as wh:
+        staged = staged_rows(wh, run, settings.user_shards)
         enforce(wh, run.run_date, run.run_id, output_checks(wh, staged, run.as_of_date, run.k))
 
 
 def publish_recommendations(run: Run, settings: Settings | None = None) -> int:
-    """Swap the audited staging rows in as D's partition, atomically, and close the run."""
-    with session(settings or load_settings()) as wh:
-        staged = wh.table(*stage_table(run))
+    """Swap the audited staging rows of every shard in as D's partition, atomically, and close
+    the run."""
+    settings = settings or load_settings()
+    with session(settings) as wh:
+        staged = staged_rows(wh, run, settings.user_shards)
         recs = wh.table(PUBLISHED, "recommendations")
         stats = wh.query_df(
             f"select count(*) as n, count(distinct user_id) as users, "
@@ -232,5 +265,8 @@ def publish_recommendations(run: Run, settings: Settings | None = None) -> int:
                 f"model_version, sources from {staged} order by user_id, rank"
             )
             record_success(wh, run, stats["version"], int(stats["users"]), int(stats["n"]))
-        wh.execute(f"drop table if exists {staged}")
+        for index in range(settings.user_shards):
+            wh.execute(
+                f"drop table if exists {wh.table(*stage_table(run, (index, settings.user_shards)))}"
+            )
         return int(stats["n"])

@@ -149,19 +149,35 @@ def candidate_frame(
     return frame
 
 
+def shard_slice(users: list[str], shard: tuple[int, int]) -> list[str]:
+    """Shard ``i`` of ``n`` of the sorted ``users``: the i-th of n contiguous slices whose sizes
+    differ by at most one (empty when there are fewer users than shards)."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count} does not exist")
+    return users[len(users) * index // count : len(users) * (index + 1) // count]
+
+
 def candidate_frames(
-    wh: Warehouse, cutoff: date, *, with_labels: bool, users_per_chunk: int
+    wh: Warehouse,
+    cutoff: date,
+    *,
+    with_labels: bool,
+    users_per_chunk: int,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[pd.DataFrame]:
     """:func:`candidate_frame` in chunks of at most ``users_per_chunk`` users (consecutive
-    user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop.
-    Every stage that uses them works per user, so the chunks change no result."""
+    user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop;
+    only the users of ``shard`` (index, count): :func:`shard_slice`. Every stage that uses them
+    works per user, so neither the chunks nor the shards change a result."""
     unions = sources.union_sql(wh, "user_id", "as_of_date = @cutoff")
-    users = wh.query_df(
+    every_user = wh.query_df(
         f"select distinct user_id from ({unions}) as candidate_users order by user_id",
         {"cutoff": cutoff},
     )["user_id"].tolist()
-    if not users:
-        yield candidate_frame(wh, cutoff, with_labels=with_labels)
+    users = shard_slice(every_user, shard)
+    if not users:  # an empty frame with every column, from a user range nothing falls in
+        yield candidate_frame(wh, cutoff, with_labels=with_labels, users=("1", "0"))
         return
     for start in range(0, len(users), max(1, users_per_chunk)):
         chunk = users[start : start + max(1, users_per_chunk)]
@@ -208,12 +224,14 @@ def rank_in_chunks(
     k: int,
     *,
     users_per_chunk: int,
+    shard: tuple[int, int] = (0, 1),
 ) -> pd.DataFrame:
-    """:func:`rank_candidates` over every user with candidates at ``cutoff``, chunk by chunk."""
+    """:func:`rank_candidates` over every user with candidates at ``cutoff`` (of ``shard``
+    only, see :func:`candidate_frames`), chunk by chunk."""
     ranked = [
         rank_candidates(frame, booster, features, k)
         for frame in candidate_frames(
-            wh, cutoff, with_labels=False, users_per_chunk=users_per_chunk
+            wh, cutoff, with_labels=False, users_per_chunk=users_per_chunk, shard=shard
         )
     ]
     return pd.concat(ranked, ignore_index=True)

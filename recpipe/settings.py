@@ -48,6 +48,8 @@ class Settings:
     train_cutoffs: stacked training cutoffs, one label window apart (1 = a single one).
     max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
     users_per_chunk: users whose candidates are ranked (trained on, scored) in memory at once.
+    user_shards: the scoring stage runs as this many mapped tasks, one per contiguous slice of
+    the users (each its own task a different worker can take; DuckDB runs them one at a time).
     lock_timeout_s: DuckDB: how long to wait for another process to release the warehouse file.
     dbt_manifest: the manifest cosmos renders the dbt task group from, built by
     ``recpipe manifest`` (recpipe/dbt_manifest.py) before Airflow parses the DAG.
@@ -64,6 +66,7 @@ class Settings:
     seed: int = 42
     max_active_runs: int = 4
     users_per_chunk: int = 5_000
+    user_shards: int = 1
     lock_timeout_s: int = 30
     bq_project: str | None = None
     bq_location: str = "US"
@@ -140,12 +143,14 @@ class Settings:
 
     def parse_time_settings(self) -> dict[str, str]:
         """The settings the DAG file bakes into the DAG when it is parsed (dbt target, profile,
-        env and vars), keyed by the environment variable each comes from; a worker with other
-        values would run dbt and the Python stages on different warehouses or cutoffs."""
+        env and vars, the number of user shards), keyed by the environment variable each comes
+        from; a worker with other values would run dbt and the Python stages on different
+        warehouses or cutoffs, or publish from another number of shards."""
         return {
             "RECPIPE_WAREHOUSE": self.warehouse,
             "RECPIPE_BQ_CREDENTIALS": self.bq_credentials,
             **{f"RECPIPE_{name.upper()}": str(value) for name, value in self.dbt_vars().items()},
+            "RECPIPE_USER_SHARDS": str(self.user_shards),
             **self.dbt_env(),
         }
 
@@ -178,6 +183,13 @@ def _int_env(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from err
 
 
+def _positive_int_env(name: str, default: int) -> int:
+    value = _int_env(name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _choice_env(name: str, choices: tuple[str, ...], default: str) -> str:
     value = (os.environ.get(name) or default).strip().lower()
     if value not in choices:
@@ -202,6 +214,7 @@ def load_settings() -> Settings:
         seed=_int_env("RECPIPE_SEED", 42),
         max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),
         users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 5_000),
+        user_shards=_positive_int_env("RECPIPE_USER_SHARDS", 1),
         lock_timeout_s=_int_env("RECPIPE_LOCK_TIMEOUT_S", 30),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,
         bq_location=os.environ.get("RECPIPE_BQ_LOCATION", "US"),

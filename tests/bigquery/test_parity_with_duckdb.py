@@ -3,12 +3,14 @@ target (the emulator), publishes the same recommendations.
 
 Every stage of recpipe_daily runs, in the DAG's order, through the same functions the DAG's
 tasks call (recpipe.pipeline) and one `dbt build` of the project's target; only Airflow is left
-out, which keeps this test at about a minute. The whole DAG through Airflow and cosmos on the
-BigQuery target is test_recpipe_daily_on_bigquery.py.
+out, which keeps this test at about a minute. The BigQuery run is also scored again in four
+user shards (RECPIPE_USER_SHARDS) and must publish the same rows. The whole DAG through
+Airflow and cosmos on the BigQuery target is test_recpipe_daily_on_bigquery.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 
@@ -37,12 +39,7 @@ def run_every_stage(settings: Settings, shop, as_of, work, *, ingest=True) -> di
 
     if ingest:
         ingest_shop(settings, shop)
-    run = pipeline.Run(
-        as_of=as_of.isoformat(),
-        run_id=f"parity-{settings.warehouse}-{as_of:%Y%m%d}",
-        k=10,
-        retrain="always",
-    )
+    run = run_of(settings, as_of)
     timed("start", pipeline.start_run, run, settings)
     timed("gate__raw", pipeline.check_raw, run, settings)
     timed(
@@ -57,6 +54,15 @@ def run_every_stage(settings: Settings, shop, as_of, work, *, ingest=True) -> di
     timed("gate__output", pipeline.check_output, run, settings)
     timed("publish", pipeline.publish_recommendations, run, settings)
     return seconds
+
+
+def run_of(settings: Settings, as_of) -> pipeline.Run:
+    return pipeline.Run(
+        as_of=as_of.isoformat(),
+        run_id=f"parity-{settings.warehouse}-{as_of:%Y%m%d}",
+        k=10,
+        retrain="always",
+    )
 
 
 def ingest_shop(settings: Settings, shop) -> None:
@@ -89,6 +95,15 @@ def test_bigquery_publishes_the_same_recommendations_as_duckdb(
     as_of = tiny_shop.end_date + timedelta(days=1)
     bigquery_seconds = run_every_stage(bq_settings, tiny_shop, as_of, tmp_path)
     on_bigquery = published(bq_settings, as_of)
+    # Scored again as 4 user shards (4 staging tables, one publish): the same rows.
+    sharded = dataclasses.replace(bq_settings, user_shards=4)
+    run = run_of(bq_settings, as_of)
+    version = on_bigquery["model_version"].iloc[0]
+    staged = [pipeline.score_candidates(run, version, shard, sharded) for shard in range(4)]
+    pipeline.check_output(run, sharded)
+    assert pipeline.publish_recommendations(run, sharded) == sum(staged) == len(on_bigquery)
+    assert min(staged) > 0
+    pd.testing.assert_frame_equal(published(bq_settings, as_of), on_bigquery)
 
     for name in ("RECPIPE_BQ_PROJECT", "RECPIPE_BQ_API_ENDPOINT", "RECPIPE_BQ_DATASET_PREFIX"):
         monkeypatch.delenv(name)

@@ -211,3 +211,16 @@ def test_publish_by_setting_adds_an_airflow_deadline_alert(monkeypatch):
     assert alert.interval == timedelta(hours=7, minutes=15)
     assert type(alert.reference).__name__ == "DagRunLogicalDateDeadline"
     assert {t.execution_timeout for t in dag.tasks} == {timedelta(minutes=45)}
+
+
+@pytest.mark.parametrize("shards", [1, 4])
+def test_scoring_is_one_mapped_task_per_user_shard(monkeypatch, shards):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("RECPIPE_USER_SHARDS", str(shards))
+    dag = DagBag(dag_folder=str(DAGS_DIR)).dags["recpipe_daily"]
+    score = dag.get_task("score__rank_candidates")
+    assert score.op_kwargs_expand_input.value == {"shard": list(range(shards))}
+    # the output gate waits for every shard: one failed shard publishes nothing
+    assert score.downstream_task_ids == {"gate__output"}
+    assert dag.get_task("gate__output").trigger_rule == "all_success"

@@ -8,6 +8,7 @@ and champion/challenger must keep the better model serving, point in time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from datetime import timedelta
@@ -144,3 +145,43 @@ def test_a_worse_challenger_is_rejected_and_the_champion_keeps_serving(
     monkeypatch.delenv("RECPIPE_GATES_FILE")
     assert pipeline.train_or_load_ranker(run, settings) == served
     assert registry(settings).set_index("model_version").loc[served]["status"] == "challenger"
+
+
+def test_user_shards_publish_the_rows_of_one_shard_and_a_missing_shard_publishes_nothing(
+    purchases_only,
+):
+    settings, as_of = purchases_only
+    run = pipeline.Run(as_of=as_of.isoformat(), run_id="shards", k=20, retrain="always")
+    pipeline.start_run(run, settings)
+    pipeline.generate_python_candidates(run, settings)
+    version = pipeline.train_or_load_ranker(run, settings)
+
+    def published() -> pd.DataFrame:
+        with session(settings) as wh:
+            return wh.query_df(
+                "select * from recpipe.recommendations where run_date = @d order by user_id, rank",
+                {"d": as_of},
+            )
+
+    rows = {}
+    for shards in (1, 4):
+        sharded = dataclasses.replace(settings, user_shards=shards)
+        staged = [pipeline.score_candidates(run, version, i, sharded) for i in range(shards)]
+        assert all(n > 0 for n in staged) and len(set(staged)) <= 2  # near-equal slices
+        pipeline.check_output(run, sharded)
+        assert pipeline.publish_recommendations(run, sharded) == sum(staged)
+        rows[shards] = published()
+        with session(settings) as wh:  # every shard's staging table is gone
+            assert not any(
+                wh.table_exists(*pipeline.stage_table(run, (i, shards))) for i in range(shards)
+            )
+    pd.testing.assert_frame_equal(rows[1], rows[4])
+
+    # Three of four shards scored: the gate and the publish name the missing one; D's rows stay.
+    sharded = dataclasses.replace(settings, user_shards=4)
+    for index in range(3):
+        pipeline.score_candidates(run, version, index, sharded)
+    for stage in (pipeline.check_output, pipeline.publish_recommendations):
+        with pytest.raises(RuntimeError, match="1 of 4 user shards .*shard_3_of_4"):
+            stage(run, sharded)
+    pd.testing.assert_frame_equal(published(), rows[1])

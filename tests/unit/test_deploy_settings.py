@@ -101,11 +101,12 @@ def test_same_settings_are_no_mismatch(recpipe_home):
 
 def test_a_dag_parsed_for_duckdb_on_a_bigquery_worker_is_one_line(recpipe_home):
     parsed = load_settings().parse_time_settings()
-    worker = replace(load_settings(), warehouse="bigquery", label_days=14)
+    worker = replace(load_settings(), warehouse="bigquery", label_days=14, user_shards=4)
     message = settings_mismatch(parsed, worker)
     assert message is not None and "\n" not in message
     assert "RECPIPE_WAREHOUSE parsed 'duckdb', here 'bigquery'" in message
     assert "RECPIPE_LABEL_DAYS parsed '7', here '14'" in message
+    assert "RECPIPE_USER_SHARDS parsed '1', here '4'" in message  # shards the DAG maps over
     assert "dag-processor, scheduler and workers" in message
 
 
@@ -119,3 +120,10 @@ def test_first_task_fails_on_a_mismatch_before_writing_anything(recpipe_home, mo
     with pytest.raises(AirflowFailException, match="RECPIPE_ACTIVE_DAYS parsed '90', here '30'"):
         begin({"as_of": "2026-03-01"}, None, None, "manual__x", parsed_with=parsed)
     assert not recpipe_home.exists()  # no warehouse opened, no run recorded
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_user_shards_below_one_are_refused(recpipe_home, monkeypatch, value):
+    monkeypatch.setenv("RECPIPE_USER_SHARDS", value)
+    with pytest.raises(ValueError, match=f"RECPIPE_USER_SHARDS must be at least 1, got {value}"):
+        load_settings()

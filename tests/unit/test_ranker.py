@@ -106,3 +106,13 @@ def test_saved_model_round_trips_and_corrupt_artifacts_fail_clearly(tmp_path):
         ranker.load(path)
     with pytest.raises(FileNotFoundError, match="missing"):
         ranker.load(tmp_path / "none.txt")
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 12])
+def test_user_shards_split_the_sorted_users_into_contiguous_near_equal_slices(count):
+    users = [f"u{i:02d}" for i in range(10)]
+    slices = [ranker.shard_slice(users, (index, count)) for index in range(count)]
+    assert [u for part in slices for u in part] == users  # each user once, in order
+    assert max(map(len, slices)) - min(map(len, slices)) <= 1  # 12 shards: two are empty
+    with pytest.raises(ValueError, match=f"shard {count} of {count}"):
+        ranker.shard_slice(users, (count, count))
