@@ -163,7 +163,7 @@ def recpipe_daily():
         from recpipe.pipeline import score_candidates
 
         with stage(run) as current:
-            return score_candidates(current, model_version, shard)
+            return score_candidates(current, model_version, shard=shard)
 
     @task(task_id="gate__output", retries=0)
     def gate_output(run: dict) -> None:

@@ -215,7 +215,7 @@ def staged_rows(wh: Warehouse, run: Run, shards: int) -> str:
 
 
 def score_candidates(
-    run: Run, version: str, shard: int = 0, settings: Settings | None = None
+    run: Run, version: str, settings: Settings | None = None, *, shard: int = 0
 ) -> int:
     """Rank the candidates of one user shard (of ``settings.user_shards``) at D with the model
     and write their top K per user to the shard's staging table."""

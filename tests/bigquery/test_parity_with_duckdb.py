@@ -99,7 +99,7 @@ def test_bigquery_publishes_the_same_recommendations_as_duckdb(
     sharded = dataclasses.replace(bq_settings, user_shards=4)
     run = run_of(bq_settings, as_of)
     version = on_bigquery["model_version"].iloc[0]
-    staged = [pipeline.score_candidates(run, version, shard, sharded) for shard in range(4)]
+    staged = [pipeline.score_candidates(run, version, sharded, shard=shard) for shard in range(4)]
     pipeline.check_output(run, sharded)
     assert pipeline.publish_recommendations(run, sharded) == sum(staged) == len(on_bigquery)
     assert min(staged) > 0

@@ -166,7 +166,7 @@ def test_user_shards_publish_the_rows_of_one_shard_and_a_missing_shard_publishes
     rows = {}
     for shards in (1, 4):
         sharded = dataclasses.replace(settings, user_shards=shards)
-        staged = [pipeline.score_candidates(run, version, i, sharded) for i in range(shards)]
+        staged = [pipeline.score_candidates(run, version, sharded, shard=i) for i in range(shards)]
         assert all(n > 0 for n in staged) and len(set(staged)) <= 2  # near-equal slices
         pipeline.check_output(run, sharded)
         assert pipeline.publish_recommendations(run, sharded) == sum(staged)
@@ -180,7 +180,7 @@ def test_user_shards_publish_the_rows_of_one_shard_and_a_missing_shard_publishes
     # Three of four shards scored: the gate and the publish name the missing one; D's rows stay.
     sharded = dataclasses.replace(settings, user_shards=4)
     for index in range(3):
-        pipeline.score_candidates(run, version, index, sharded)
+        pipeline.score_candidates(run, version, sharded, shard=index)
     for stage in (pipeline.check_output, pipeline.publish_recommendations):
         with pytest.raises(RuntimeError, match="1 of 4 user shards .*shard_3_of_4"):
             stage(run, sharded)
