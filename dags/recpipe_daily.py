@@ -102,7 +102,7 @@ def recpipe_daily():
         ),
         profile_config=profile_config(settings),
         execution_config=ExecutionConfig(
-            execution_mode=dbt_execution_mode(),
+            execution_mode=dbt_execution_mode(settings),
             dbt_executable_path=dbt_executable(),
             setup_operator_args={"callback": keep_dbt_run_results},
         ),
@@ -118,7 +118,7 @@ def recpipe_daily():
             "append_env": True,
             "install_deps": False,
             "retries": 0,
-            **dbt_watcher_args(),
+            **dbt_watcher_args(settings),
         },
     )
     watch_after_build(dbt)

@@ -34,25 +34,24 @@ def dag_concurrency(settings: Settings) -> dict[str, Any]:
     return {"max_active_runs": settings.max_active_runs, "pool": "default_pool"}
 
 
-def dbt_execution_mode():
-    """How cosmos runs dbt, on every warehouse: one ``dbt build`` (the producer task) watched
-    per node by a sensor (``WATCHER``), instead of one dbt process per model and per test.
-
-    DuckDB: one start-up instead of ~76 and one writer at a time anyway. BigQuery: the build
-    runs the profile's 4 threads of jobs and holds one worker slot; ``AIRFLOW_ASYNC`` would free
-    that slot but needs a triggerer and the Google provider's BigQuery operators
-    (docs/decisions.md)."""
+def dbt_execution_mode(settings: Settings):
+    """How cosmos runs dbt: DuckDB one ``dbt build`` watched per node (``WATCHER``), BigQuery
+    one dbt process per model and per test (``LOCAL``)."""
     from cosmos.constants import ExecutionMode
 
-    return ExecutionMode.WATCHER
+    return ExecutionMode.WATCHER if settings.dbt_in_one_build else ExecutionMode.LOCAL
 
 
-def dbt_watcher_args() -> dict[str, Any]:
+def dbt_watcher_args(settings: Settings) -> dict[str, Any]:
     """Sensor arguments for watcher mode: plain pokes, no triggerer needed.
 
     The sensors start only once the build has ended (:func:`watch_after_build`), so the first
     poke finds the node's status; ``deferrable`` would need an Airflow triggerer for nothing.
     """
+    from cosmos.constants import ExecutionMode
+
+    if dbt_execution_mode(settings) != ExecutionMode.WATCHER:
+        return {}
     return {"deferrable": False, "poke_interval": 1, "timeout": WATCHER_SENSOR_TIMEOUT_S}
 
 
