@@ -142,14 +142,14 @@ def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) 
     truth = window_truth(wh, cutoff)
     recall: dict[str, float] = {}
     found_all = []
-    for source in sources.NAMES:
+    for source in sources.SOURCES:
         found = wh.query_df(
-            f"select user_id, item_id from {wh.table('candidates', f'cand_{source}')} "
+            f"select user_id, item_id from {wh.table('candidates', source.table)} "
             "where as_of_date = @c and rank <= @depth",
             {"c": cutoff, "depth": depth},
         )
         found_all.append(found)
-        recall[source] = candidate_recall(found, truth) if len(truth) else math.nan
+        recall[source.name] = candidate_recall(found, truth) if len(truth) else math.nan
     union = pd.concat(found_all).drop_duplicates()
     recall[UNION_SOURCE] = candidate_recall(union, truth) if len(truth) else math.nan
     rows = pd.DataFrame(

@@ -198,10 +198,15 @@ def stage_table(run: Run, shard: tuple[int, int] = (0, 1)) -> tuple[str, str]:
     return "work", name if count == 1 else f"{name}_shard_{index}_of_{count}"
 
 
+def stage_tables(run: Run, shards: int) -> list[tuple[str, str]]:
+    """The staging table of each of ``shards`` user shards of run D."""
+    return [stage_table(run, (index, shards)) for index in range(shards)]
+
+
 def staged_rows(wh: Warehouse, run: Run, shards: int) -> str:
     """D's staged rows of every shard, as a table or a ``union all`` to select from. A shard
     with no staging table is an error naming it (its scoring task did not finish)."""
-    tables = [stage_table(run, (index, shards)) for index in range(shards)]
+    tables = stage_tables(run, shards)
     missing = [".".join(t) for t in tables if not wh.table_exists(*t)]
     if missing:
         raise RuntimeError(
@@ -265,8 +270,6 @@ def publish_recommendations(run: Run, settings: Settings | None = None) -> int:
                 f"model_version, sources from {staged} order by user_id, rank"
             )
             record_success(wh, run, stats["version"], int(stats["users"]), int(stats["n"]))
-        for index in range(settings.user_shards):
-            wh.execute(
-                f"drop table if exists {wh.table(*stage_table(run, (index, settings.user_shards)))}"
-            )
+        for table in stage_tables(run, settings.user_shards):
+            wh.execute(f"drop table if exists {wh.table(*table)}")
         return int(stats["n"])

@@ -23,7 +23,6 @@ import pandas as pd
 from recpipe import sources
 from recpipe.warehouse import Warehouse
 
-# the registry's sources, in its order: the order of the ranker's source features
 KEY_COLUMNS = ("user_id", "item_id")
 FEATURE_DECIMALS = 9
 NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased", "query_id")
