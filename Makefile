@@ -23,9 +23,11 @@ manifest: venv
 demo: venv
 	$(BIN)/recpipe demo
 
-## Lint, then every test suite: fast unit/DAG tests and the slow end-to-end ones.
+## Lint, then every test suite: fast unit/DAG tests and the slow end-to-end ones, on one
+## pytest-xdist worker per core, a test file at a time (tests/conftest.py: work units).
+TEST_WORKERS ?= 2
 test: venv bqemulator lint manifest
-	$(BIN)/python -m pytest --durations=20
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=20
 
 test-fast: venv manifest
 	$(BIN)/python -m pytest -m "not slow"

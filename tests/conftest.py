@@ -49,3 +49,59 @@ def airflow_db():
     from recpipe.airflow_runner import configure_airflow
 
     configure_airflow(load_settings())
+
+
+# `make test` runs the tests on pytest-xdist workers, a work unit at a time: a test file, or every
+# file that uses one of these expensive session fixtures (a real Airflow with three DAG runs), so
+# that it starts once. Checked at collection: a test that uses one must be listed here.
+SHARED_FIXTURE_UNITS = {
+    "airflow_services": (
+        "tests/integration/test_airflow_services.py",
+        "tests/integration/test_backfill.py",
+        "tests/integration/test_plugin_browser.py",
+    ),
+}
+
+
+def work_unit(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    for unit, files in SHARED_FIXTURE_UNITS.items():
+        if path in files:
+            return unit
+    return path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """One work unit (:func:`work_unit`) per worker at a time, in collection order. (xdist's
+    own ``--dist loadgroup`` does not group on pytest 9: it renames a node id pytest no longer
+    reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow work units first, shared-fixture ones (the longest) before the rest, so the fast tests
+    fill the gaps at the end instead of a 10-minute test starting last; items of a unit keep
+    their order (module fixtures are set up once)."""
+    units: dict[str, tuple[bool, bool, int]] = {}
+    for item in items:
+        unit = work_unit(item.nodeid)
+        for fixture in SHARED_FIXTURE_UNITS:
+            if fixture in item.fixturenames and unit != fixture:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {fixture}: add its file to SHARED_FIXTURE_UNITS"
+                )
+        slow, shared, first = units.get(unit, (False, unit in SHARED_FIXTURE_UNITS, len(units)))
+        units[unit] = (slow or item.get_closest_marker("slow") is not None, shared, first)
+    position = {id(item): index for index, item in enumerate(items)}
+
+    def key(item: pytest.Item) -> tuple:
+        slow, shared, first = units[work_unit(item.nodeid)]
+        return (not slow, not shared, first, position[id(item)])
+
+    items.sort(key=key)
