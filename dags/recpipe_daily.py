@@ -9,7 +9,8 @@ stage uses only events before D:
 1. `run__resolve_params` validates params and records the run in `recpipe.pipeline_runs`;
 2. `gate__raw` checks the raw tables (schema, nulls, freshness and volume against D);
 3. `dbt` builds staging, features and SQL candidate sources, each model tested right after it;
-4. `gate__features`, then `candidates__python_sources` (implicit ALS), `gate__candidates`;
+4. `gate__features`, then `candidates__python_sources` (ALS, item-kNN, TIFU-kNN; one mapped task
+   per user shard), `candidates__python_merge` (all shards in at once), `gate__candidates`;
 5. `model__train_or_load` (LightGBM lambdarank), `gate__model` against the popularity baseline;
 6. `score__rank_candidates` (one mapped task per user shard, `RECPIPE_USER_SHARDS`) writes the
    top K to staging tables, `gate__output` audits them all, `publish__recommendations` swaps
@@ -131,11 +132,18 @@ def recpipe_daily():
             check_features(current)
 
     @task(task_id="candidates__python_sources")
-    def python_candidates(run: dict) -> int:
+    def python_candidates(run: dict, shard: int) -> int:
         from recpipe.pipeline import generate_python_candidates
 
         with stage(run) as current:
-            return generate_python_candidates(current)
+            return generate_python_candidates(current, shard=shard)
+
+    @task(task_id="candidates__python_merge")
+    def merge_candidates(run: dict) -> int:
+        from recpipe.pipeline import merge_python_candidates
+
+        with stage(run) as current:
+            return merge_python_candidates(current)
 
     @task(task_id="gate__candidates", retries=0)
     def gate_candidates(run: dict) -> None:
@@ -188,6 +196,7 @@ def recpipe_daily():
 
     # What this parse baked in (dbt target, profile, env, vars), checked against the worker's.
     run = resolve_params(settings.parse_time_settings())
+    shards = list(range(settings.user_shards))
     version = train_or_load(run)
     published = publish(run)
     chain(
@@ -195,14 +204,14 @@ def recpipe_daily():
         gate_raw(run),
         dbt,
         gate_features(run),
-        python_candidates(run),
+        # one mapped task per user shard, like scoring; the merge swaps them all in at once
+        python_candidates.partial(run=run).expand(shard=shards),
+        merge_candidates(run),
         gate_candidates(run),
         version,
         gate_model(run, version),
         # one mapped task per user shard (RECPIPE_USER_SHARDS), each free to run on any worker
-        score.partial(run=run, model_version=version).expand(
-            shard=list(range(settings.user_shards))
-        ),
+        score.partial(run=run, model_version=version).expand(shard=shards),
         gate_output(run),
         published,
     )

@@ -9,9 +9,11 @@ import math
 from datetime import date, datetime, timedelta
 
 import pandas as pd
+import pyarrow as pa
 
 from recpipe import sources
 from recpipe.evaluation import candidate_recall
+from recpipe.ranker import shard_slice
 from recpipe.runs import Run, now
 from recpipe.settings import Settings
 from recpipe.tables import (
@@ -82,21 +84,38 @@ def _baskets(wh: Warehouse, cutoff: date, settings: Settings) -> pd.DataFrame:
     )
 
 
-def write_python_candidates(wh: Warehouse, cutoffs: dict[str, date], settings: Settings) -> int:
-    """Every registered Python source's candidates for each of ``cutoffs`` into
-    ``candidates.cand_<source>`` (those cutoffs' rows replaced, other dates' rows kept).
+# The staged rows of a user shard of the Python sources: fixed types, so that a shard with no
+# users stages a typed empty table that unions with the others'.
+PYTHON_STAGED_SCHEMA = pa.schema(
+    [
+        ("as_of_date", pa.date32()),
+        ("source", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("score", pa.float64()),
+        ("rank", pa.int64()),
+    ]
+)
+
+
+def python_candidate_rows(
+    wh: Warehouse, cutoffs: dict[str, date], settings: Settings, shard: tuple[int, int] = (0, 1)
+) -> pa.Table:
+    """Every registered Python source's candidates for each of ``cutoffs``, for the active users
+    of ``shard`` (:func:`recpipe.ranker.shard_slice`), one table with a ``source`` column.
 
     ALS and item-kNN read the same point-in-time interactions (events before each cutoff,
-    weighted by event type); TIFU-kNN reads the purchased baskets before each cutoff.
-    Returns the number of rows written over all Python sources.
+    weighted by event type); TIFU-kNN reads the purchased baskets before each cutoff. Each
+    source fits on every user's history (deterministically) and scores the shard's users, so
+    the shards together hold exactly the rows of one unsharded run.
     """
-    frames: dict[str, list[pd.DataFrame]] = {s.name: [] for s in sources.PYTHON_SOURCES}
+    frames = []
     for cutoff in sorted(cutoffs.values()):
         interactions, users, items = _interactions(wh, cutoff, settings)
         inputs = sources.SourceInputs(
             interactions=interactions,
             baskets=functools.partial(_baskets, wh, cutoff, settings),
-            users=users,
+            users=shard_slice(users, shard),
             items=items,
             depth=settings.candidate_depth,
             seed=settings.seed,
@@ -104,30 +123,39 @@ def write_python_candidates(wh: Warehouse, cutoffs: dict[str, date], settings: S
         for source in sources.PYTHON_SOURCES:
             frame = source.generate(inputs)
             frame.insert(0, "as_of_date", cutoff)
-            frames[source.name].append(frame)
-    written = 0
+            frame.insert(1, "source", source.name)
+            frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True)
+    return pa.Table.from_pandas(
+        rows[PYTHON_STAGED_SCHEMA.names], schema=PYTHON_STAGED_SCHEMA, preserve_index=False
+    )
+
+
+def replace_python_candidates(wh: Warehouse, staged: str, cutoffs: dict[str, date]) -> int:
+    """Replace ``cutoffs`` in every Python source's ``candidates.cand_<source>`` with its rows of
+    ``staged`` (a table or subquery of :data:`PYTHON_STAGED_SCHEMA` rows), all sources in one
+    transaction; other dates' rows stay (runs of other dates may be reading or writing them).
+    Returns the number of rows written."""
     for source in sources.PYTHON_SOURCES:
-        result = pd.concat(frames[source.name], ignore_index=True)
-        result["as_of_date"] = pd.to_datetime(result["as_of_date"]).dt.date
-        _replace_cutoffs(wh, source.table, result, cutoffs)
-        written += len(result)
-    return written
-
-
-def _replace_cutoffs(
-    wh: Warehouse, name: str, rows: pd.DataFrame, cutoffs: dict[str, date]
-) -> None:
-    """Replace this run's cutoffs in ``candidates.<name>`` with ``rows``, in one transaction;
-    other dates' rows stay (runs of other dates may be reading or writing them)."""
-    wh.create_table(CANDIDATES, name, PYTHON_CANDIDATE_COLUMNS, **PYTHON_CANDIDATE_LAYOUT)
-    table = wh.table(CANDIDATES, name)
-    columns = "as_of_date, user_id, item_id, score, rank"
-    with batch_table(wh, rows[columns.split(", ")], name) as batch, wh.transaction():
-        wh.execute(
-            f"delete from {table} where as_of_date in ({', '.join('@' + r for r in cutoffs)})",
-            cutoffs,
+        wh.create_table(
+            CANDIDATES, source.table, PYTHON_CANDIDATE_COLUMNS, **PYTHON_CANDIDATE_LAYOUT
         )
-        wh.execute(f"insert into {table} ({columns}) select {columns} from {batch}")
+    columns = "as_of_date, user_id, item_id, score, rank"
+    dates = ", ".join("@" + r for r in cutoffs)
+    with wh.transaction():
+        for source in sources.PYTHON_SOURCES:
+            table = wh.table(CANDIDATES, source.table)
+            wh.execute(f"delete from {table} where as_of_date in ({dates})", cutoffs)
+            wh.execute(
+                f"insert into {table} ({columns}) select {columns} from {staged} as staged "
+                f"where source = @source and as_of_date in ({dates})",
+                {**cutoffs, "source": source.name},
+            )
+    return int(
+        wh.query_df(
+            f"select count(*) as n from {staged} as staged where as_of_date in ({dates})", cutoffs
+        )["n"].iloc[0]
+    )
 
 
 def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) -> dict[str, float]:

@@ -226,8 +226,10 @@ def als_candidates(
             random_state=seed,
         )
         model.fit(confidence, show_progress=False)
-        item_factors = np.ascontiguousarray(model.item_factors[cols])
-        user_factors = model.user_factors
+        # Scored in float64: a float32 product's last bits depend on how many users are in the
+        # block (BLAS kernels), and the same user must score alike in any block or user shard.
+        item_factors = np.ascontiguousarray(model.item_factors[cols], dtype=np.float64)
+        user_factors = model.user_factors.astype(np.float64)
 
         def score_block(block_rows: np.ndarray) -> np.ndarray:
             return user_factors[block_rows] @ item_factors.T

@@ -15,9 +15,14 @@ import json
 from dataclasses import asdict
 
 import pandas as pd
+import pyarrow as pa
 
 from recpipe import model_registry, ranker
-from recpipe.candidates import measure_candidate_recall, write_python_candidates
+from recpipe.candidates import (
+    measure_candidate_recall,
+    python_candidate_rows,
+    replace_python_candidates,
+)
 from recpipe.gates import GateFailed, enforce
 from recpipe.quality import (
     candidate_checks,
@@ -48,6 +53,7 @@ __all__ = [
     "check_raw",
     "check_features",
     "generate_python_candidates",
+    "merge_python_candidates",
     "check_candidates",
     "train_or_load_ranker",
     "check_model",
@@ -76,11 +82,29 @@ def check_features(run: Run, settings: Settings | None = None) -> None:
         enforce(wh, run.run_date, run.run_id, feature_checks(wh, run.as_of_date, profile))
 
 
-def generate_python_candidates(run: Run, settings: Settings | None = None) -> int:
-    """The registered Python sources' candidates for every cutoff of the run."""
+def generate_python_candidates(
+    run: Run, settings: Settings | None = None, *, shard: int = 0
+) -> int:
+    """The registered Python sources' candidates for every cutoff of the run, for one user shard
+    (of ``settings.user_shards``), written to the shard's staging table."""
+    settings = settings or load_settings()
+    where = (shard, settings.user_shards)
+    with session(settings) as wh:
+        rows = python_candidate_rows(wh, run_cutoffs(run, settings), settings, where)
+        wh.write_df(rows, *stage_table(run, where, PYTHON_CANDIDATES))
+    return rows.num_rows
+
+
+def merge_python_candidates(run: Run, settings: Settings | None = None) -> int:
+    """Every shard's staged Python candidates in as the run's cutoffs of each source's table,
+    in one transaction (a missing shard is an error naming it); the staging tables dropped."""
     settings = settings or load_settings()
     with session(settings) as wh:
-        return write_python_candidates(wh, run_cutoffs(run, settings), settings)
+        staged = staged_rows(wh, run, settings.user_shards, PYTHON_CANDIDATES)
+        written = replace_python_candidates(wh, staged, run_cutoffs(run, settings))
+        for table in stage_tables(run, settings.user_shards, PYTHON_CANDIDATES):
+            wh.execute(f"drop table if exists {wh.table(*table)}")
+    return written
 
 
 def check_candidates(run: Run, settings: Settings | None = None) -> None:
@@ -190,28 +214,54 @@ def check_model(run: Run, version: str, settings: Settings | None = None) -> Non
         model_registry.set_status(wh, version, "champion", only_if="challenger")
 
 
-def stage_table(run: Run, shard: tuple[int, int] = (0, 1)) -> tuple[str, str]:
-    """Where shard ``(i, n)`` of D's scored top K waits for the output gate:
-    ``work.recommendations_stage_<D>`` (one shard) or ``..._<D>_shard_<i>_of_<n>``."""
+# The staged rows' column types, fixed: a shard with no users stages no rows, and its table must
+# still have the columns' types (not untyped ones) to union with the other shards'.
+STAGED_SCHEMA = pa.schema(
+    [
+        ("run_date", pa.date32()),
+        ("user_id", pa.string()),
+        ("rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("score", pa.float64()),
+        ("model_version", pa.string()),
+        ("sources", pa.string()),
+    ]
+)
+
+
+# What a user shard stages, and the mapped task that stages it.
+RECOMMENDATIONS = "recommendations"
+PYTHON_CANDIDATES = "python_candidates"
+_STAGING_TASK = {
+    RECOMMENDATIONS: "score__rank_candidates",
+    PYTHON_CANDIDATES: "candidates__python_sources",
+}
+
+
+def stage_table(
+    run: Run, shard: tuple[int, int] = (0, 1), what: str = RECOMMENDATIONS
+) -> tuple[str, str]:
+    """Where shard ``(i, n)`` of D's ``what`` (its scored top K, or its Python candidates) waits
+    for the next stage: ``work.<what>_stage_<D>`` (one shard) or ``..._<D>_shard_<i>_of_<n>``."""
     index, count = shard
-    name = f"recommendations_stage_{run.as_of_date:%Y%m%d}"
+    name = f"{what}_stage_{run.as_of_date:%Y%m%d}"
     return "work", name if count == 1 else f"{name}_shard_{index}_of_{count}"
 
 
-def stage_tables(run: Run, shards: int) -> list[tuple[str, str]]:
+def stage_tables(run: Run, shards: int, what: str = RECOMMENDATIONS) -> list[tuple[str, str]]:
     """The staging table of each of ``shards`` user shards of run D."""
-    return [stage_table(run, (index, shards)) for index in range(shards)]
+    return [stage_table(run, (index, shards), what) for index in range(shards)]
 
 
-def staged_rows(wh: Warehouse, run: Run, shards: int) -> str:
-    """D's staged rows of every shard, as a table or a ``union all`` to select from. A shard
-    with no staging table is an error naming it (its scoring task did not finish)."""
-    tables = stage_tables(run, shards)
+def staged_rows(wh: Warehouse, run: Run, shards: int, what: str = RECOMMENDATIONS) -> str:
+    """D's staged ``what`` of every shard, as a table or a ``union all`` to select from. A shard
+    with no staging table is an error naming it (its mapped task did not finish)."""
+    tables = stage_tables(run, shards, what)
     missing = [".".join(t) for t in tables if not wh.table_exists(*t)]
     if missing:
         raise RuntimeError(
-            f"{len(missing)} of {shards} user shards have no staged rows for "
-            f"{run.as_of_date} ({', '.join(missing[:3])}): rerun score__rank_candidates"
+            f"{len(missing)} of {shards} user shards have no staged {what} for "
+            f"{run.as_of_date} ({', '.join(missing[:3])}): rerun {_STAGING_TASK[what]}"
         )
     if shards == 1:
         return wh.table(*tables[0])
@@ -239,10 +289,11 @@ def score_candidates(
         )
         top.insert(0, "run_date", run.as_of_date)
         top["model_version"] = version
-        top = top[["run_date", "user_id", "rank", "item_id", "score", "model_version", "sources"]]
-        top["rank"] = top["rank"].astype("int32")
-        wh.write_df(top, *stage_table(run, where))
-    return len(top)
+        staged = pa.Table.from_pandas(
+            top[STAGED_SCHEMA.names], schema=STAGED_SCHEMA, preserve_index=False
+        )
+        wh.write_df(staged, *stage_table(run, where))
+    return staged.num_rows
 
 
 def check_output(run: Run, settings: Settings | None = None) -> None:

@@ -48,8 +48,9 @@ class Settings:
     train_cutoffs: stacked training cutoffs, one label window apart (1 = a single one).
     max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
     users_per_chunk: users whose candidates are ranked (trained on, scored) in memory at once.
-    user_shards: the scoring stage runs as this many mapped tasks, one per contiguous slice of
-    the users (each its own task a different worker can take; DuckDB runs them one at a time).
+    user_shards: the Python candidate and scoring stages run as this many mapped tasks, one per
+    contiguous slice of the users (each its own task a different worker can take; DuckDB runs
+    them one at a time).
     lock_timeout_s: DuckDB: how long to wait for another process to release the warehouse file.
     dbt_manifest: the manifest cosmos renders the dbt task group from, built by
     ``recpipe manifest`` (recpipe/dbt_manifest.py) before Airflow parses the DAG.

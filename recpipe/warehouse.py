@@ -13,11 +13,14 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from recpipe.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 WORK = "work"
 # BigQuery: tables of the work dataset (publish staging, batches) expire after this long, so a
@@ -75,7 +78,7 @@ class Warehouse(Protocol):
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame: ...
 
-    def write_df(self, df: pd.DataFrame, schema: str, name: str) -> None: ...
+    def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None: ...
 
     def create_table(
         self,
@@ -154,8 +157,9 @@ class DuckDBWarehouse:
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         return self._con.execute(*self._bind(sql, params)).df()
 
-    def write_df(self, df: pd.DataFrame, schema: str, name: str) -> None:
-        """Create or replace ``schema.name`` with the rows of ``df``."""
+    def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None:
+        """Create or replace ``schema.name`` with the rows of ``df`` (a DataFrame or an Arrow
+        table: its schema fixes the column types, even with no rows)."""
         self._con.execute(f"create schema if not exists {identifier(schema)}")
         self._con.register("_recpipe_frame", df)
         try:
@@ -583,7 +587,7 @@ class BigQueryWarehouse:
                 frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
         return frame
 
-    def write_df(self, df: pd.DataFrame, schema: str, name: str) -> None:
+    def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None:
         """Create or replace ``schema.name`` with the rows of ``df`` (a DataFrame or an Arrow
         table), in one load job."""
         import io

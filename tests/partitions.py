@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 
+from recpipe import sources
 from recpipe.ranker import FEATURE_DECIMALS
 from recpipe.settings import Settings
 from recpipe.warehouse import session
@@ -79,3 +80,15 @@ def assert_only_own_partitions_replaced(
     changed = sorted(key for key in second if second[key] != third.get(key))
     assert changed == [], f"partitions changed by rebuilding {as_of}: {changed[:5]}"
     assert third.keys() == second.keys()
+
+
+def python_candidates(settings: Settings) -> list[pd.DataFrame]:
+    """Every Python source's candidate table (``recpipe.sources.PYTHON_SOURCES``), ordered."""
+    with session(settings) as wh:
+        return [
+            wh.query_df(
+                f"select * from {wh.table('candidates', source.table)} "
+                "order by as_of_date, user_id, item_id"
+            )
+            for source in sources.PYTHON_SOURCES
+        ]

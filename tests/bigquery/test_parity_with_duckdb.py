@@ -22,6 +22,7 @@ from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items, ingest_users
 from recpipe.settings import Settings, load_settings
 from recpipe.warehouse import session
+from tests.partitions import python_candidates
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,7 @@ def run_every_stage(settings: Settings, shop, as_of, work, *, ingest=True) -> di
     )
     timed("gate__features", pipeline.check_features, run, settings)
     timed("candidates__python", pipeline.generate_python_candidates, run, settings)
+    timed("candidates__python_merge", pipeline.merge_python_candidates, run, settings)
     timed("gate__candidates", pipeline.check_candidates, run, settings)
     version = timed("model__train", pipeline.train_or_load_ranker, run, settings)
     timed("gate__model", pipeline.check_model, run, version, settings)
@@ -95,9 +97,15 @@ def test_bigquery_publishes_the_same_recommendations_as_duckdb(
     as_of = tiny_shop.end_date + timedelta(days=1)
     bigquery_seconds = run_every_stage(bq_settings, tiny_shop, as_of, tmp_path)
     on_bigquery = published(bq_settings, as_of)
-    # Scored again as 4 user shards (4 staging tables, one publish): the same rows.
     sharded = dataclasses.replace(bq_settings, user_shards=4)
     run = run_of(bq_settings, as_of)
+    # The Python sources again as 4 user shards (4 staging tables, one merge): the same rows.
+    candidates = python_candidates(bq_settings)
+    staged = [pipeline.generate_python_candidates(run, sharded, shard=i) for i in range(4)]
+    assert pipeline.merge_python_candidates(run, sharded) == sum(staged) > 0
+    for before, after in zip(candidates, python_candidates(bq_settings), strict=True):
+        pd.testing.assert_frame_equal(before, after)
+    # Scored again as 4 user shards (4 staging tables, one publish): the same rows.
     version = on_bigquery["model_version"].iloc[0]
     staged = [pipeline.score_candidates(run, version, sharded, shard=shard) for shard in range(4)]
     pipeline.check_output(run, sharded)

@@ -13,6 +13,7 @@ PYTHON_TASKS = [
     "gate__raw",
     "gate__features",
     "candidates__python_sources",
+    "candidates__python_merge",
     "gate__candidates",
     "model__train_or_load",
     "gate__model",
@@ -90,7 +91,8 @@ def test_stage_order(dag):
     assert last_dbt - {"dbt.dbt_producer_watcher_done"}
     assert all(t.endswith("test") for t in last_dbt - {"dbt.dbt_producer_watcher_done"})
     assert down("gate__features") == {"candidates__python_sources"}
-    assert down("candidates__python_sources") == {"gate__candidates"}
+    assert down("candidates__python_sources") == {"candidates__python_merge"}
+    assert down("candidates__python_merge") == {"gate__candidates"}
     assert down("gate__candidates") == {"model__train_or_load"}
     assert down("model__train_or_load") == {"gate__model", "score__rank_candidates"}
     assert down("gate__model") == {"score__rank_candidates"}
@@ -158,6 +160,7 @@ def test_schedule_params_retries_tags(dag):
     assert dag.params["as_of"] is None
     work = [
         "candidates__python_sources",
+        "candidates__python_merge",
         "model__train_or_load",
         "score__rank_candidates",
         "publish__recommendations",
@@ -214,13 +217,17 @@ def test_publish_by_setting_adds_an_airflow_deadline_alert(monkeypatch):
 
 
 @pytest.mark.parametrize("shards", [1, 4])
-def test_scoring_is_one_mapped_task_per_user_shard(monkeypatch, shards):
+def test_python_candidates_and_scoring_are_one_mapped_task_per_user_shard(monkeypatch, shards):
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("RECPIPE_USER_SHARDS", str(shards))
     dag = DagBag(dag_folder=str(DAGS_DIR)).dags["recpipe_daily"]
-    score = dag.get_task("score__rank_candidates")
-    assert score.op_kwargs_expand_input.value == {"shard": list(range(shards))}
-    # the output gate waits for every shard: one failed shard publishes nothing
-    assert score.downstream_task_ids == {"gate__output"}
-    assert dag.get_task("gate__output").trigger_rule == "all_success"
+    # the task after the shards waits for every one: one failed shard merges or publishes nothing
+    for mapped, after in (
+        ("candidates__python_sources", "candidates__python_merge"),
+        ("score__rank_candidates", "gate__output"),
+    ):
+        task = dag.get_task(mapped)
+        assert task.op_kwargs_expand_input.value == {"shard": list(range(shards))}
+        assert task.downstream_task_ids == {after}
+        assert dag.get_task(after).trigger_rule == "all_success"

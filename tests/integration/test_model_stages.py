@@ -21,6 +21,7 @@ from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items
 from recpipe.settings import load_settings
 from recpipe.warehouse import session
+from tests.partitions import python_candidates
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,8 @@ def test_purchases_only_log_runs_every_model_stage(purchases_only):
     settings, as_of = purchases_only
     run = pipeline.Run(as_of=as_of.isoformat(), run_id="purchases-only", k=20, retrain="always")
     pipeline.start_run(run, settings)
-    assert pipeline.generate_python_candidates(run, settings) > 0
+    staged = pipeline.generate_python_candidates(run, settings)
+    assert pipeline.merge_python_candidates(run, settings) == staged > 0
     pipeline.check_candidates(run, settings)  # coverage gate: every active user has >= k
 
     with session(settings) as wh:
@@ -147,13 +149,31 @@ def test_a_worse_challenger_is_rejected_and_the_champion_keeps_serving(
     assert registry(settings).set_index("model_version").loc[served]["status"] == "challenger"
 
 
-def test_user_shards_publish_the_rows_of_one_shard_and_a_missing_shard_publishes_nothing(
+def test_user_shards_change_no_candidate_nor_published_row_and_a_missing_shard_stops_the_run(
     purchases_only,
 ):
     settings, as_of = purchases_only
     run = pipeline.Run(as_of=as_of.isoformat(), run_id="shards", k=20, retrain="always")
     pipeline.start_run(run, settings)
-    pipeline.generate_python_candidates(run, settings)
+
+    # The Python sources in 1 and in 4 user shards write the same candidates.
+    candidates = {}
+    for shards in (1, 4):
+        sharded = dataclasses.replace(settings, user_shards=shards)
+        staged = [pipeline.generate_python_candidates(run, sharded, shard=i) for i in range(shards)]
+        assert pipeline.merge_python_candidates(run, sharded) == sum(staged) > 0
+        candidates[shards] = python_candidates(settings)
+    for one, four in zip(candidates[1], candidates[4], strict=True):
+        pd.testing.assert_frame_equal(one, four)
+    # A candidate shard that did not finish: the merge names it and changes no candidate.
+    sharded = dataclasses.replace(settings, user_shards=4)
+    for index in range(3):
+        pipeline.generate_python_candidates(run, sharded, shard=index)
+    with pytest.raises(RuntimeError, match="1 of 4 user shards .*python_candidates.*shard_3_of_4"):
+        pipeline.merge_python_candidates(run, sharded)
+    for before, after in zip(candidates[1], python_candidates(settings), strict=True):
+        pd.testing.assert_frame_equal(before, after)
+
     version = pipeline.train_or_load_ranker(run, settings)
 
     def published() -> pd.DataFrame:
@@ -176,6 +196,19 @@ def test_user_shards_publish_the_rows_of_one_shard_and_a_missing_shard_publishes
                 wh.table_exists(*pipeline.stage_table(run, (i, shards))) for i in range(shards)
             )
     pd.testing.assert_frame_equal(rows[1], rows[4])
+
+    # More shards than users: shard 0 of (users + 1) is empty, and its staging table still has
+    # the columns' types of the others (it unions with them at the gate and the publish).
+    users = rows[1]["user_id"].nunique()
+    pipeline.score_candidates(run, version, settings)
+    sparse = dataclasses.replace(settings, user_shards=users + 1)
+    assert pipeline.score_candidates(run, version, sparse, shard=0) == 0
+    with session(settings) as wh:
+        types = [
+            wh.query_df(f"describe {wh.table(*pipeline.stage_table(run, shard))}")
+            for shard in ((0, 1), (0, users + 1))
+        ]
+    pd.testing.assert_frame_equal(types[0], types[1])
 
     # Three of four shards scored: the gate and the publish name the missing one; D's rows stay.
     sharded = dataclasses.replace(settings, user_shards=4)

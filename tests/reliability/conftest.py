@@ -76,6 +76,7 @@ def run_stages(settings: Settings, run: pipeline.Run, *, through: str = "publish
     pipeline.check_raw(run, settings)
     pipeline.check_features(run, settings)
     pipeline.generate_python_candidates(run, settings)
+    pipeline.merge_python_candidates(run, settings)
     pipeline.check_candidates(run, settings)
     version = pipeline.train_or_load_ranker(run, settings)
     pipeline.check_model(run, version, settings)
