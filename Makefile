@@ -30,7 +30,7 @@ test: venv bqemulator lint manifest
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=20
 
 test-fast: venv manifest
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 ## A local Airflow on 127.0.0.1 (api-server, scheduler, dag-processor; AIRFLOW_HOME under
 ## $(RECPIPE_HOME)/airflow): waits until recpipe_daily is parsed, prints URL and login. Ctrl-C stops.

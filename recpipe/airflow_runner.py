@@ -237,20 +237,27 @@ class StageProgress:
             self.write(f"  dbt: done in {elapsed:.1f}s ({self.dbt_tasks} dbt tasks)")
             self.dbt_tasks = -1  # reported
 
-    def _end(self, task_id: str, ok: bool, error: object = None) -> None:
+    def _end(self, task_id: str, ok: bool, error: object = None, map_index: int = -1) -> None:
         stage = self.stage_of(task_id)
         if stage == "dbt":
             if ok:
                 self.dbt_tasks += 1
                 return
         elapsed = time.monotonic() - self.started.get(stage, time.monotonic())
+        # a mapped task's instances are the user shards: each line says which one ended
+        shards = self.settings.user_shards
+        label = (
+            f"{stage} (shard {map_index + 1} of {shards})"
+            if shards > 1 and map_index >= 0
+            else stage
+        )
         if ok:
             verdict = self._gate_verdict(stage) if stage.startswith("gate__") else ""
-            self.write(f"  {stage}: done in {elapsed:.1f}s{verdict}")
+            self.write(f"  {label}: done in {elapsed:.1f}s{verdict}")
         else:
             reason = str(error or "").strip().splitlines()
             detail = f": {reason[0][:200]}" if reason else ""
-            self.write(f"  {stage}: FAILED after {elapsed:.1f}s{detail}")
+            self.write(f"  {label}: FAILED after {elapsed:.1f}s{detail}")
             if stage == "dbt":
                 self.dbt_tasks = -1
 
@@ -283,10 +290,16 @@ class StageProgress:
         self._start(self.stage_of(task_instance.task_id))
 
     def on_task_instance_success(self, previous_state, task_instance):
-        self._end(task_instance.task_id, ok=True)
+        self._end(task_instance.task_id, ok=True, map_index=_map_index(task_instance))
 
     def on_task_instance_failed(self, previous_state, task_instance, error):
-        self._end(task_instance.task_id, ok=False, error=error)
+        self._end(task_instance.task_id, ok=False, error=error, map_index=_map_index(task_instance))
+
+
+def _map_index(task_instance) -> int:
+    """The instance's index in its mapped task (-1: not mapped)."""
+    index = getattr(task_instance, "map_index", -1)
+    return -1 if index is None else int(index)
 
 
 def _listener(progress: StageProgress):
