@@ -139,18 +139,31 @@ def emulator_uploads():
     client_module._GENERIC_CONTENT_TYPE = before
 
 
-@pytest.fixture
-def bq_settings(bq_emulator, emulator_uploads, recpipe_home, monkeypatch, request):
+def _emulator_settings(env: pytest.MonkeyPatch, emulator: Emulator, node: pytest.Item):
     """Settings of a BigQuery warehouse on the emulator, with a dataset prefix unique to the test
-    (so tests share one emulator without seeing each other's tables)."""
+    or module ``node`` (so tests share one emulator without seeing each other's tables)."""
     from recpipe.settings import load_settings
 
-    prefix = "t" + str(abs(hash(request.node.nodeid)) % 10**8) + "_"
-    monkeypatch.setenv("RECPIPE_WAREHOUSE", "bigquery")
-    monkeypatch.setenv("RECPIPE_BQ_PROJECT", bq_emulator.project)
-    monkeypatch.setenv("RECPIPE_BQ_API_ENDPOINT", bq_emulator.endpoint)
-    monkeypatch.setenv("RECPIPE_BQ_DATASET_PREFIX", prefix)
+    env.setenv("RECPIPE_WAREHOUSE", "bigquery")
+    env.setenv("RECPIPE_BQ_PROJECT", emulator.project)
+    env.setenv("RECPIPE_BQ_API_ENDPOINT", emulator.endpoint)
+    env.setenv("RECPIPE_BQ_DATASET_PREFIX", "t" + str(abs(hash(node.nodeid)) % 10**8) + "_")
     return load_settings()
+
+
+@pytest.fixture
+def bq_settings(bq_emulator, emulator_uploads, recpipe_home, monkeypatch, request):
+    """:func:`_emulator_settings` of one test, in its own RECPIPE_HOME."""
+    return _emulator_settings(monkeypatch, bq_emulator, request.node)
+
+
+@pytest.fixture(scope="module")
+def bq_module_settings(bq_emulator, emulator_uploads, tmp_path_factory, request):
+    """:func:`_emulator_settings` shared by the tests of one module (whose fixtures build on the
+    emulator once for all of them)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RECPIPE_HOME", str(tmp_path_factory.mktemp("bq_module") / "recpipe_home"))
+        yield _emulator_settings(env, bq_emulator, request.node)
 
 
 @pytest.fixture
