@@ -178,6 +178,7 @@ def run_pipeline(
         pipeline.check_features(run, settings)
     t0 = time.monotonic()
     pipeline.generate_python_candidates(run, settings)
+    pipeline.merge_python_candidates(run, settings)
     timings["python candidates"] = time.monotonic() - t0
     t0 = time.monotonic()
     try:
