@@ -37,7 +37,7 @@ FEATURE_TABLES = {  # table -> join keys
 class RankerParams:
     """LightGBM lambdarank settings; deterministic for a given seed and thread count."""
 
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     num_leaves: int = 31
     min_child_samples: int = 20
     n_estimators: int = 400
@@ -89,15 +89,29 @@ class TrainedRanker:
         return hashlib.sha256(self.model_text.encode()).hexdigest()[:12]
 
 
+def labelled_users(wh: Warehouse) -> str:
+    """A query of the users with an event in the label window after ``@cutoff``."""
+    labels = wh.table("intermediate", "int_labels")
+    return f"select user_id from {labels} where as_of_date = @cutoff"
+
+
 def candidate_frame(
-    wh: Warehouse, cutoff: date, *, with_labels: bool, users: tuple[str, str] | None = None
+    wh: Warehouse,
+    cutoff: date,
+    *,
+    with_labels: bool,
+    users: tuple[str, str] | None = None,
+    users_in: str | None = None,
 ) -> pd.DataFrame:
     """All candidates of every source at ``cutoff`` with their features (and labels); only
-    those of users from ``users[0]`` to ``users[1]`` (inclusive) when given."""
-    in_range = " and user_id between @first_user and @last_user" if users else ""
-    unions = sources.union_sql(
-        wh, "user_id, item_id, score, rank", f"as_of_date = @cutoff{in_range}"
-    )
+    those of users from ``users[0]`` to ``users[1]`` (inclusive) when given, and only those of
+    the users that the query ``users_in`` returns (it may use ``@cutoff``) when given."""
+    where = "as_of_date = @cutoff"
+    if users:
+        where += " and user_id between @first_user and @last_user"
+    if users_in:
+        where += f" and user_id in ({users_in})"
+    unions = sources.union_sql(wh, "user_id, item_id, score, rank", where)
     pivots = ",\n".join(
         f"max(case when source = '{s}' then score end) as cand_{s}_score, "
         f"min(case when source = '{s}' then rank end) as cand_{s}_rank"
@@ -135,7 +149,8 @@ def candidate_frame(
     params = {"cutoff": cutoff}
     if users:
         params.update(first_user=users[0], last_user=users[1])
-    frame = wh.query_df(sql, params)
+    # self_destruct frees each Arrow column once converted, so the chunk is not held twice
+    frame = wh.query_arrow(sql, params).to_pandas(self_destruct=True, split_blocks=True)
     for column in frame.columns:
         if column in NON_FEATURES:
             continue
@@ -164,12 +179,15 @@ def candidate_frames(
     with_labels: bool,
     users_per_chunk: int,
     shard: tuple[int, int] = (0, 1),
+    users_in: str | None = None,
 ) -> Iterator[pd.DataFrame]:
     """:func:`candidate_frame` in chunks of at most ``users_per_chunk`` users (consecutive
     user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop;
     only the users of ``shard`` (index, count): :func:`shard_slice`. Every stage that uses them
-    works per user, so neither the chunks nor the shards change a result."""
-    unions = sources.union_sql(wh, "user_id", "as_of_date = @cutoff")
+    works per user, so neither the chunks nor the shards change a result. ``users_in``: only
+    the users this query returns (see :func:`candidate_frame`)."""
+    where = "as_of_date = @cutoff" + (f" and user_id in ({users_in})" if users_in else "")
+    unions = sources.union_sql(wh, "user_id", where)
     every_user = wh.query_df(
         f"select distinct user_id from ({unions}) as candidate_users order by user_id",
         {"cutoff": cutoff},
@@ -180,7 +198,13 @@ def candidate_frames(
         return
     for start in range(0, len(users), max(1, users_per_chunk)):
         chunk = users[start : start + max(1, users_per_chunk)]
-        yield candidate_frame(wh, cutoff, with_labels=with_labels, users=(chunk[0], chunk[-1]))
+        yield candidate_frame(
+            wh,
+            cutoff,
+            with_labels=with_labels,
+            users=(chunk[0], chunk[-1]),
+            users_in=users_in,
+        )
 
 
 def training_rows(
@@ -190,7 +214,14 @@ def training_rows(
     user), gathered chunk by chunk."""
     parts = [
         sample_training_rows(frame, params)
-        for frame in candidate_frames(wh, cutoff, with_labels=True, users_per_chunk=users_per_chunk)
+        for frame in candidate_frames(
+            # users without an event in the window have no positive: sampling drops them anyway
+            wh,
+            cutoff,
+            with_labels=True,
+            users_per_chunk=users_per_chunk,
+            users_in=labelled_users(wh),
+        )
     ]
     rows = pd.concat(parts, ignore_index=True)
     return rows.sort_values(["user_id", "item_id"]).reset_index(drop=True)
@@ -224,13 +255,19 @@ def rank_in_chunks(
     *,
     users_per_chunk: int,
     shard: tuple[int, int] = (0, 1),
+    users_in: str | None = None,
 ) -> pd.DataFrame:
     """:func:`rank_candidates` over every user with candidates at ``cutoff`` (of ``shard``
-    only, see :func:`candidate_frames`), chunk by chunk."""
+    only, and of ``users_in`` only: see :func:`candidate_frames`), chunk by chunk."""
     ranked = [
         rank_candidates(frame, booster, features, k)
         for frame in candidate_frames(
-            wh, cutoff, with_labels=False, users_per_chunk=users_per_chunk, shard=shard
+            wh,
+            cutoff,
+            with_labels=False,
+            users_per_chunk=users_per_chunk,
+            shard=shard,
+            users_in=users_in,
         )
     ]
     return pd.concat(ranked, ignore_index=True)
@@ -348,7 +385,8 @@ def rank_candidates(
     if missing:
         raise ValueError(f"candidate frame lacks model features: {', '.join(missing[:5])}")
     scored = frame[["user_id", "item_id", "sources"]].copy()
-    scored["score"] = booster.predict(frame[features], num_threads=1) if len(frame) else []
+    # every core: each row is scored on its own, so the thread count does not change a score
+    scored["score"] = booster.predict(frame[features], num_threads=0) if len(frame) else []
     scored = scored.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
     scored["rank"] = scored.groupby("user_id", sort=False).cumcount() + 1
     return scored[scored["rank"] <= k].reset_index(drop=True)

@@ -66,7 +66,7 @@ class Settings:
     default_k: int = 20
     seed: int = 42
     max_active_runs: int = 4
-    users_per_chunk: int = 5_000
+    users_per_chunk: int = 2_500
     user_shards: int = 1
     lock_timeout_s: int = 30
     bq_project: str | None = None
@@ -214,7 +214,7 @@ def load_settings() -> Settings:
         history_days=_int_env("RECPIPE_HISTORY_DAYS", 180),
         seed=_int_env("RECPIPE_SEED", 42),
         max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),
-        users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 5_000),
+        users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 2_500),
         user_shards=_positive_int_env("RECPIPE_USER_SHARDS", 1),
         lock_timeout_s=_int_env("RECPIPE_LOCK_TIMEOUT_S", 30),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,

@@ -17,16 +17,16 @@ from recpipe.warehouse import Warehouse
 # Baselines read straight from a candidate source's own ranking (name -> source).
 
 
+def _truth_sql(wh: Warehouse) -> str:
+    labels = wh.table("intermediate", "int_labels")
+    return f"""select user_id, item_id from {labels} where as_of_date = @cutoff
+        and (purchased or not exists (
+            select 1 from {labels} where as_of_date = @cutoff and purchased))"""
+
+
 def window_truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
     """Relevant items of the window after ``cutoff``: purchases, or any event if none bought."""
-    labels = wh.query_df(
-        f"select user_id, item_id, purchased from {wh.table('intermediate', 'int_labels')} "
-        "where as_of_date = @cutoff",
-        {"cutoff": cutoff},
-    )
-    if labels["purchased"].any():
-        labels = labels[labels["purchased"]]
-    return labels[["user_id", "item_id"]]
+    return wh.query_df(_truth_sql(wh), {"cutoff": cutoff})
 
 
 # The user's events on each catalog item over the history window, weighted by type, read from
@@ -101,16 +101,23 @@ def evaluate_on_window(
 ) -> tuple[dict, dict]:
     """Ranker and baseline metrics at EVAL_K on the validation window, on the same users.
 
-    Users: those with relevant items in the window among the users the ranker could serve.
-    Metrics: NDCG, recall, MAP, hit rate, catalog coverage, and recall split into items the
-    user purchased before the cutoff (repeat) and the rest (new).
+    Users: those with relevant items in the window among the users the ranker could serve
+    (only they are scored). Metrics: NDCG, recall, MAP, hit rate, catalog coverage of these
+    users' lists, and recall split into items the user purchased before the cutoff (repeat)
+    and the rest (new).
     """
     truth = window_truth(wh, valid)
     recommended = ranker.rank_in_chunks(
-        wh, valid, booster, features, EVAL_K, users_per_chunk=settings.users_per_chunk
+        wh,
+        valid,
+        booster,
+        features,
+        EVAL_K,
+        users_per_chunk=settings.users_per_chunk,
+        users_in=f"select user_id from ({_truth_sql(wh)}) as truth",
     )
-    users = recommended["user_id"].unique()
-    truth = truth[truth["user_id"].isin(users)]
+    truth = truth[truth["user_id"].isin(recommended["user_id"])]
+    evaluated = truth["user_id"].unique()
     items = int(
         wh.query_df(
             f"select count(*) as n from {wh.table('staging', 'stg_shop__items')} where is_available"
@@ -123,9 +130,8 @@ def evaluate_on_window(
     )
 
     def measure(recommendations: pd.DataFrame) -> dict:
-        return evaluate(
-            recommendations, truth, EVAL_K, catalog_size=max(items, 1), repeat_items=repeat
-        )
+        lists = recommendations[recommendations["user_id"].isin(evaluated)]
+        return evaluate(lists, truth, EVAL_K, catalog_size=max(items, 1), repeat_items=repeat)
 
     metrics = measure(recommended)
     baselines = (

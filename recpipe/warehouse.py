@@ -78,6 +78,11 @@ class Warehouse(Protocol):
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame: ...
 
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """The result as an Arrow table: for wide results that go on to numeric arrays (integer
+        columns with NULLs stay integer-typed; ``to_pandas()`` makes them float with NaN)."""
+        ...
+
     def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None: ...
 
     def create_table(
@@ -156,6 +161,11 @@ class DuckDBWarehouse:
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         return self._con.execute(*self._bind(sql, params)).df()
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        # ~2x faster than .df() on a wide result (no per-column nullable-dtype conversion)
+        bound, values = self._bind(sql, params)
+        return self._con.sql(bound, params=values).to_arrow_table()
 
     def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None:
         """Create or replace ``schema.name`` with the rows of ``df`` (a DataFrame or an Arrow
@@ -575,13 +585,15 @@ class BigQueryWarehouse:
             return
         self._query(sql, params)
 
-    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         job = self._query(sql, params)
         with self._errors():
-            arrow = job.result(retry=self._retry).to_arrow(
+            return job.result(retry=self._retry).to_arrow(
                 create_bqstorage_client=self.use_storage_api
             )
-        frame = arrow.to_pandas()
+
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        frame = self.query_arrow(sql, params).to_pandas()
         for column in frame.columns:
             if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
                 frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)

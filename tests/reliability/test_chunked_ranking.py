@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from recpipe import pipeline, ranker
+from recpipe import pipeline, ranker, validation
+from recpipe.evaluation import EVAL_K, evaluate
 from recpipe.warehouse import session
 
 from .conftest import ODD_USERS, make_run
@@ -50,3 +51,26 @@ def test_chunks_of_users_change_neither_training_rows_nor_rankings(shop, prepare
                 users_per_chunk=users_per_chunk,
             )
             pd.testing.assert_frame_equal(top, expected_top)
+
+
+def test_evaluation_scores_only_the_window_users_and_measures_the_same(shop, prepared_shop):
+    """The validation metrics rank only users with truth in the window; ranking everyone and
+    keeping those users gives the same figures."""
+    run = make_run(prepared_shop.as_of, "eval-users")
+    valid = pipeline.run_cutoffs(run, shop)["valid"]
+    with session(shop) as wh:
+        frame = ranker.candidate_frame(wh, valid, with_labels=True)
+        trained = ranker.train(frame, ranker.RankerParams(n_estimators=20))
+        metrics, _ = validation.evaluate_on_window(
+            wh, trained.booster, trained.features, valid, shop, with_baselines=False
+        )
+        everyone = ranker.rank_in_chunks(
+            wh, valid, trained.booster, trained.features, EVAL_K, users_per_chunk=10**6
+        )
+        truth = validation.window_truth(wh, valid)
+    truth = truth[truth["user_id"].isin(everyone["user_id"])]
+    assert not set(everyone["user_id"]) <= set(truth["user_id"])  # some users are skipped
+    expected = evaluate(everyone[everyone["user_id"].isin(truth["user_id"])], truth, EVAL_K)
+    assert metrics["users"] == expected["users"] > 0
+    for name in ("ndcg", "recall", "map", "hit_rate"):
+        assert metrics[f"{name}@{EVAL_K}"] == pytest.approx(expected[f"{name}@{EVAL_K}"])

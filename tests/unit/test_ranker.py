@@ -36,6 +36,15 @@ def test_training_is_deterministic_and_uses_the_informative_feature():
     assert first.early_stopping_ndcg > 0.9
 
 
+def test_scores_do_not_depend_on_the_thread_count():
+    """rank_candidates predicts on every core: each row is scored alone, so 1 or 2 threads
+    give the same scores to the last bit."""
+    trained = ranker.train(labelled_candidates(), ranker.RankerParams(n_estimators=30))
+    frame = labelled_candidates(seed=5, users=400)[trained.features]
+    one = trained.booster.predict(frame, num_threads=1)
+    np.testing.assert_array_equal(one, trained.booster.predict(frame, num_threads=2))
+
+
 def test_negative_sampling_keeps_positives_and_caps_negatives():
     frame = labelled_candidates()
     sampled = ranker.sample_training_rows(frame, ranker.RankerParams(max_negatives_per_user=5))
