@@ -149,8 +149,7 @@ def candidate_frame(
     params = {"cutoff": cutoff}
     if users:
         params.update(first_user=users[0], last_user=users[1])
-    # self_destruct frees each Arrow column once converted, so the chunk is not held twice
-    frame = wh.query_arrow(sql, params).to_pandas(self_destruct=True, split_blocks=True)
+    frame = wh.query_arrow(sql, params).to_pandas()
     for column in frame.columns:
         if column in NON_FEATURES:
             continue
