@@ -62,27 +62,11 @@ def test_contract_depth_availability_and_determinism():
     pd.testing.assert_frame_equal(out, again)
 
 
-def test_neighbours_come_from_the_pool_of_users_with_most_baskets():
-    # baskets: u1 3, u2 2, u3 and u4 1 -> a pool of 2 is {u1, u2}
-    alone = dict(decay=0.8, alpha=0.0, neighbours=1, neighbour_pool=2)
-    u3 = tifuknn_candidates(SHOP, ["u3"], ITEMS, **alone)
-    assert set(u3["item_id"]) == {"x", "y"}  # from u2, the pool's nearest
-    u2 = tifuknn_candidates(SHOP, ["u2"], ITEMS, **alone)
-    assert set(u2["item_id"]) == {"a", "b", "c"}  # u3 is outside the pool, u2 is not its own
-    users = ["u1", "u2", "u3", "u4"]
-    everyone = tifuknn_candidates(SHOP, users, ITEMS, neighbours=2, neighbour_pool=None)
-    pd.testing.assert_frame_equal(
-        everyone, tifuknn_candidates(SHOP, users, ITEMS, neighbours=2, neighbour_pool=4)
-    )
-
-
 def test_bad_parameters_raise():
     with pytest.raises(ValueError, match="decay"):
         tifuknn_candidates(SHOP, ["u1"], ITEMS, decay=0.0)
     with pytest.raises(ValueError, match="alpha"):
         tifuknn_candidates(SHOP, ["u1"], ITEMS, alpha=1.5)
-    with pytest.raises(ValueError, match="neighbour_pool"):
-        tifuknn_candidates(SHOP, ["u1"], ITEMS, neighbour_pool=1)
     with pytest.raises(ValueError, match="basket_id"):
         tifuknn_candidates(SHOP.drop(columns="basket_id"), ["u1"], ITEMS)
     assert tifuknn_candidates(SHOP.iloc[:0], ["u1"], ITEMS).empty
