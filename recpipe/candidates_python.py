@@ -359,7 +359,13 @@ def _decayed_frequency(baskets: pd.DataFrame, decay: float) -> pd.DataFrame:
         raise ValueError("baskets.user_id / item_id / basket_id must not be null")
     if not 0 < decay <= 1:
         raise ValueError(f"decay must be in (0, 1], got {decay}")
-    distinct = baskets[list(BASKET_COLUMNS)].drop_duplicates(["user_id", "item_id", "basket_id"])
+    # sorted first: the sums below add floats in row order, and a warehouse returns rows in any
+    # order, so an unsorted input could change a score's last bits and flip a tie between runs
+    distinct = (
+        baskets[list(BASKET_COLUMNS)]
+        .sort_values(list(BASKET_COLUMNS), kind="stable")
+        .drop_duplicates(["user_id", "item_id", "basket_id"])
+    )
     order = (
         distinct.groupby(["user_id", "basket_id"], sort=False)["basket_ts"]
         .min()
