@@ -1,30 +1,19 @@
-"""Parity: the same tiny shop, built and run for the same date on DuckDB and on the BigQuery
-target (the emulator), publishes the same recommendations.
-
-Every stage of recpipe_daily runs, in the DAG's order, through the same functions the DAG's
-tasks call (recpipe.pipeline) and one `dbt build` of the project's target; only Airflow is left
-out, which keeps this test at about a minute. The BigQuery run is also scored again in four
-user shards (RECPIPE_USER_SHARDS) and must publish the same rows. The whole DAG through
-Airflow and cosmos on the BigQuery target is test_recpipe_daily_on_bigquery.py.
-"""
+"""recpipe_daily's stages in the DAG's order, called as its tasks call them (recpipe.pipeline)
+with one `dbt build` of the project's target and without Airflow: the tests run a date this way on
+DuckDB and on the BigQuery target (the emulator, or real BigQuery) and compare what each
+published (test_recpipe_daily_on_bigquery.py, test_real_bigquery.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from datetime import timedelta
 
 import pandas as pd
-import pytest
 
 from recpipe import pipeline
 from recpipe.dbt_cli import run_dbt
 from recpipe.ingest import ingest_events, ingest_items, ingest_users
-from recpipe.settings import Settings, load_settings
+from recpipe.settings import Settings
 from recpipe.warehouse import session
-from tests.partitions import python_candidates
-
-pytestmark = pytest.mark.slow
 
 
 def run_every_stage(settings: Settings, shop, as_of, work, *, ingest=True) -> dict[str, float]:
@@ -89,53 +78,3 @@ def published(settings: Settings, run_date) -> pd.DataFrame:
     assert status == ["success"]
     frame["rank"] = frame["rank"].astype("int64")
     return frame.reset_index(drop=True)
-
-
-def test_bigquery_publishes_the_same_recommendations_as_duckdb(
-    bq_settings, tiny_shop, tmp_path, monkeypatch
-):
-    as_of = tiny_shop.end_date + timedelta(days=1)
-    bigquery_seconds = run_every_stage(bq_settings, tiny_shop, as_of, tmp_path)
-    on_bigquery = published(bq_settings, as_of)
-    sharded = dataclasses.replace(bq_settings, user_shards=4)
-    run = run_of(bq_settings, as_of)
-    # The Python sources again as 4 user shards (4 staging tables, one merge): the same rows.
-    candidates = python_candidates(bq_settings)
-    staged = [pipeline.generate_python_candidates(run, sharded, shard=i) for i in range(4)]
-    assert pipeline.merge_python_candidates(run, sharded) == sum(staged) > 0
-    for before, after in zip(candidates, python_candidates(bq_settings), strict=True):
-        pd.testing.assert_frame_equal(before, after)
-    # Scored again as 4 user shards (4 staging tables, one publish): the same rows.
-    version = on_bigquery["model_version"].iloc[0]
-    staged = [pipeline.score_candidates(run, version, sharded, shard=shard) for shard in range(4)]
-    pipeline.check_output(run, sharded)
-    assert pipeline.publish_recommendations(run, sharded) == sum(staged) == len(on_bigquery)
-    assert min(staged) > 0
-    pd.testing.assert_frame_equal(published(bq_settings, as_of), on_bigquery)
-
-    for name in ("RECPIPE_BQ_PROJECT", "RECPIPE_BQ_API_ENDPOINT", "RECPIPE_BQ_DATASET_PREFIX"):
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("RECPIPE_WAREHOUSE", "duckdb")
-    monkeypatch.setenv("RECPIPE_HOME", str(tmp_path / "duckdb_home"))
-    duckdb_settings = load_settings()
-    duckdb_seconds = run_every_stage(duckdb_settings, tiny_shop, as_of, tmp_path)
-    on_duckdb = published(duckdb_settings, as_of)
-
-    same_items = (
-        (on_bigquery["item_id"] == on_duckdb["item_id"]).mean()
-        if len(on_bigquery) == len(on_duckdb)
-        else float("nan")
-    )
-    print(
-        f"\nparity {as_of}: duckdb {len(on_duckdb)} rows / {on_duckdb['user_id'].nunique()} users"
-        f" / model {on_duckdb['model_version'].iloc[0]}; bigquery {len(on_bigquery)} rows / "
-        f"{on_bigquery['user_id'].nunique()} users / model {on_bigquery['model_version'].iloc[0]};"
-        f" same (user, rank, item): {same_items:.4f}; max |score diff|: "
-        f"{(on_bigquery['score'] - on_duckdb['score']).abs().max():.2e}\n"
-        f"seconds per stage: duckdb {duckdb_seconds}\n  bigquery {bigquery_seconds}"
-    )
-    pd.testing.assert_frame_equal(
-        on_bigquery[["user_id", "rank", "item_id", "sources", "model_version"]],
-        on_duckdb[["user_id", "rank", "item_id", "sources", "model_version"]],
-    )
-    assert (on_bigquery["score"] - on_duckdb["score"]).abs().max() < 1e-9

@@ -96,7 +96,7 @@ def test_maximum_bytes_billed_stops_a_query(real_warehouse):
 
 def test_every_stage_publishes_on_real_bigquery(real_settings, tiny_shop, tmp_path):
     """Type rules the emulator (DuckDB underneath) is lenient about, e.g. TIMESTAMP vs DATE."""
-    from tests.bigquery.test_parity_with_duckdb import published, run_every_stage
+    from tests.bigquery.stages import published, run_every_stage
 
     as_of = tiny_shop.end_date + timedelta(days=1)
     run_every_stage(real_settings, tiny_shop, as_of, tmp_path)

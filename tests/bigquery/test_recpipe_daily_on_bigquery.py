@@ -1,9 +1,11 @@
 """The whole recpipe_daily DAG on the BigQuery target (the emulator), through Airflow (dag.test)
-and cosmos, while a run of the day before goes on at the same time in the same datasets.
+and cosmos, while a run of the day before (every stage, without Airflow: tests/bigquery/stages.py)
+goes on at the same time in the same datasets.
 
 BigQuery lets runs of different dates overlap (``dag_concurrency``); nothing one run writes may
 be read or replaced by the other. Both dates must publish exactly what the same shop publishes
-on DuckDB, where the two dates ran one after the other.
+on DuckDB, where the two dates ran one after the other; the day before, scored again in four
+user shards (``RECPIPE_USER_SHARDS``), publishes the same rows once more.
 
 Airflow runs in a child process, as on a worker: cosmos runs dbt in-process (dbtRunner), and
 after a hundred bigquery-target invocations the test process's later in-process dbt runs on
@@ -12,6 +14,7 @@ DuckDB were several times slower.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,9 +26,11 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+from recpipe import pipeline
 from recpipe.settings import REPO_ROOT
 from recpipe.warehouse import session
-from tests.bigquery.test_parity_with_duckdb import ingest_shop, published, run_every_stage
+from tests.bigquery.stages import ingest_shop, published, run_every_stage, run_of
+from tests.partitions import python_candidates
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +117,23 @@ def test_two_dates_at_once_on_bigquery_publish_what_duckdb_publishes(
         f"{len(published(bq_settings, day))} rows, same as DuckDB for both dates; "
         f"task seconds {outcome['seconds']}"
     )
+    assert_four_shards_publish_the_same(bq_settings, day_before)
+
+
+def assert_four_shards_publish_the_same(settings, day) -> None:
+    """The Python sources and the scoring of ``day``'s run again as 4 user shards (4 staging
+    tables, one merge; 4 staging tables, one audit, one publish): the same rows."""
+    before = published(settings, day)
+    sharded = dataclasses.replace(settings, user_shards=4)
+    run = run_of(settings, day)
+    candidates = python_candidates(settings)
+    staged = [pipeline.generate_python_candidates(run, sharded, shard=i) for i in range(4)]
+    assert pipeline.merge_python_candidates(run, sharded) == sum(staged) > 0
+    for unsharded, shards in zip(candidates, python_candidates(settings), strict=True):
+        pd.testing.assert_frame_equal(unsharded, shards)
+    version = before["model_version"].iloc[0]
+    staged = [pipeline.score_candidates(run, version, sharded, shard=i) for i in range(4)]
+    assert min(staged) > 0
+    pipeline.check_output(run, sharded)
+    assert pipeline.publish_recommendations(run, sharded) == sum(staged) == len(before)
+    pd.testing.assert_frame_equal(published(settings, day), before)
