@@ -387,6 +387,17 @@ def _decayed_frequency(baskets: pd.DataFrame, decay: float) -> pd.DataFrame:
     )
 
 
+def _neighbour_pool(baskets: pd.DataFrame, users: pd.Index, size: int | None) -> np.ndarray:
+    """Sorted positions in ``users`` of the ``size`` users with the most distinct baskets (ties:
+    user_id); every user when ``size`` is None or not smaller than the users."""
+    if size is None or size >= len(users):
+        return np.arange(len(users))
+    counts = baskets.drop_duplicates(["user_id", "basket_id"]).groupby("user_id").size()
+    per_user = counts.reindex(users, fill_value=0).to_numpy()
+    # users are in user_id order, so the stable sort breaks count ties by user_id
+    return np.sort(np.argsort(-per_user, kind="stable")[:size])
+
+
 def tifuknn_candidates(
     baskets: pd.DataFrame,
     users: Sequence[str],
@@ -396,6 +407,7 @@ def tifuknn_candidates(
     decay: float = 0.8,
     alpha: float = 0.8,
     neighbours: int = 300,
+    neighbour_pool: int | None = 10_000,
 ) -> pd.DataFrame:
     """Top-``depth`` items per user by TIFU-kNN (Hu et al., SIGIR 2020), the next-basket method.
 
@@ -407,12 +419,18 @@ def tifuknn_candidates(
     users v most cosine-similar to ``p_u`` (the user excluded; ties by user_id). Score:
     ``alpha * p_u + (1 - alpha) * n_u``; ``alpha = 1`` is the personal part alone (no kNN).
     Items scored 0 are not returned. Other parameters and the output: see the module docstring.
+
+    neighbour_pool: neighbours are searched among this many users only, those with the most
+    baskets (ties by user_id), so the search grows with users x pool instead of users squared;
+    None searches every user. A shop with fewer users is unaffected.
     """
     _check_depth(depth)
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if neighbours < 1:
         raise ValueError(f"neighbours must be >= 1, got {neighbours}")
+    if neighbour_pool is not None and neighbour_pool < 2:
+        raise ValueError(f"neighbour_pool must be >= 2 or None, got {neighbour_pool}")
     if baskets.empty:
         return _empty(baskets)
     frequency = _decayed_frequency(baskets, decay)
@@ -423,10 +441,15 @@ def tifuknn_candidates(
     if len(rows) == 0 or len(cols) == 0:
         return _empty(baskets)
     n_users = personal.shape[0]
-    k = min(neighbours, n_users - 1)
+    pool = _neighbour_pool(baskets, matrix.users, neighbour_pool)
+    k = min(neighbours, len(pool) - 1)
     personal_cols = personal[:, cols].tocsr()
+    pool_cols = personal_cols[pool]
     norms = np.sqrt(np.asarray(personal.multiply(personal).sum(axis=1)).ravel())
     unit = sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ personal)
+    pool_unit_t = unit[pool].T.tocsr()
+    in_pool = np.full(n_users, -1)
+    in_pool[pool] = np.arange(len(pool))
 
     with threadpool_limits(limits=1):
 
@@ -434,8 +457,10 @@ def tifuknn_candidates(
             scores = alpha * personal_cols[block_rows].toarray()
             if alpha == 1 or k < 1:
                 return scores
-            similarity = (unit[block_rows] @ unit.T).toarray()
-            similarity[np.arange(len(block_rows)), block_rows] = -np.inf  # not one's own
+            similarity = (unit[block_rows] @ pool_unit_t).toarray()
+            own = in_pool[block_rows]
+            mine = own >= 0
+            similarity[np.flatnonzero(mine), own[mine]] = -np.inf  # not one's own
             # best k per row: similarity desc, then user position asc (exact, deterministic)
             nearest, _ = _topk(similarity, k, -np.inf)
             pick = sp.csr_matrix(
@@ -443,9 +468,9 @@ def tifuknn_candidates(
                     np.full(nearest.size, 1.0 / k),
                     (np.repeat(np.arange(len(block_rows)), k), nearest.ravel()),
                 ),
-                shape=(len(block_rows), n_users),
+                shape=(len(block_rows), len(pool)),
             )
-            return scores + (1 - alpha) * (pick @ personal_cols).toarray()
+            return scores + (1 - alpha) * (pick @ pool_cols).toarray()
 
         result = _rank_blocks(matrix, rows, cols, depth, score_block, floor=0.0)
     return _finish(result, baskets)
