@@ -62,11 +62,47 @@ def test_contract_depth_availability_and_determinism():
     pd.testing.assert_frame_equal(out, again)
 
 
+def test_scores_do_not_depend_on_the_order_of_the_rows():
+    """A warehouse returns rows in any order; the decayed frequencies are sums of floats, so
+    they must be added in one order whatever the input's, or a last bit flips a tie."""
+    rng = np.random.default_rng(7)
+    rows = [
+        (f"u{u:03d}", f"o{u:03d}_{b:02d}", f"2020-01-{1 + b:02d}", ",".join(items))
+        for u in range(200)
+        for b in range(int(rng.integers(5, 25)))
+        for items in [rng.choice([f"i{i}" for i in range(30)], size=4, replace=False)]
+    ]
+    shop = baskets(rows)
+    users = sorted(shop["user_id"].unique())
+    items = sorted(shop["item_id"].unique())
+    expected = tifuknn_candidates(shop, users, items, neighbours=20, neighbour_pool=150)
+    for seed in range(3):
+        shuffled = shop.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        out = tifuknn_candidates(shuffled, users, items, neighbours=20, neighbour_pool=150)
+        pd.testing.assert_frame_equal(out, expected, check_exact=True)
+
+
+def test_neighbours_come_from_the_pool_of_users_with_most_baskets():
+    # baskets: u1 3, u2 2, u3 and u4 1 -> a pool of 2 is {u1, u2}
+    alone = dict(decay=0.8, alpha=0.0, neighbours=1, neighbour_pool=2)
+    u3 = tifuknn_candidates(SHOP, ["u3"], ITEMS, **alone)
+    assert set(u3["item_id"]) == {"x", "y"}  # from u2, the pool's nearest
+    u2 = tifuknn_candidates(SHOP, ["u2"], ITEMS, **alone)
+    assert set(u2["item_id"]) == {"a", "b", "c"}  # u3 is outside the pool, u2 is not its own
+    users = ["u1", "u2", "u3", "u4"]
+    everyone = tifuknn_candidates(SHOP, users, ITEMS, neighbours=2, neighbour_pool=None)
+    pd.testing.assert_frame_equal(
+        everyone, tifuknn_candidates(SHOP, users, ITEMS, neighbours=2, neighbour_pool=4)
+    )
+
+
 def test_bad_parameters_raise():
     with pytest.raises(ValueError, match="decay"):
         tifuknn_candidates(SHOP, ["u1"], ITEMS, decay=0.0)
     with pytest.raises(ValueError, match="alpha"):
         tifuknn_candidates(SHOP, ["u1"], ITEMS, alpha=1.5)
+    with pytest.raises(ValueError, match="neighbour_pool"):
+        tifuknn_candidates(SHOP, ["u1"], ITEMS, neighbour_pool=1)
     with pytest.raises(ValueError, match="basket_id"):
         tifuknn_candidates(SHOP.drop(columns="basket_id"), ["u1"], ITEMS)
     assert tifuknn_candidates(SHOP.iloc[:0], ["u1"], ITEMS).empty
