@@ -36,8 +36,8 @@ from recpipe.dag_definition import (
     DAG_ID,
     dag_concurrency,
     dbt_execution_mode,
+    dbt_producer_args,
     dbt_watcher_args,
-    keep_dbt_run_results,
     watch_after_build,
 )
 from recpipe.dbt_manifest import require_manifest
@@ -103,9 +103,9 @@ def recpipe_daily():
         ),
         profile_config=profile_config(settings),
         execution_config=ExecutionConfig(
-            execution_mode=dbt_execution_mode(settings),
+            execution_mode=dbt_execution_mode(),
             dbt_executable_path=dbt_executable(),
-            setup_operator_args={"callback": keep_dbt_run_results},
+            setup_operator_args=dbt_producer_args(),
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
@@ -119,7 +119,7 @@ def recpipe_daily():
             "append_env": True,
             "install_deps": False,
             "retries": 0,
-            **dbt_watcher_args(settings),
+            **dbt_watcher_args(),
         },
     )
     watch_after_build(dbt)

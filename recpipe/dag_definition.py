@@ -27,31 +27,47 @@ def dag_concurrency(settings: Settings) -> dict[str, Any]:
     in Airflow's default pool. No table a run writes is shared with another date's run:
     per-cutoff tables replace only their own partitions, the run's cutoffs are computed inside
     each dbt model (ephemeral ``int_cutoffs``), dbt's scratch tables carry a timestamp and
-    recpipe's batch and staging tables a random or date suffix.
+    recpipe's batch and staging tables a random or date suffix; the dbt builds themselves take
+    turns (:func:`dbt_producer_args`).
     """
     if settings.single_writer:
         return {"max_active_runs": 1, "pool": WAREHOUSE_POOL}
     return {"max_active_runs": settings.max_active_runs, "pool": "default_pool"}
 
 
-def dbt_execution_mode(settings: Settings):
-    """How cosmos runs dbt: DuckDB one ``dbt build`` watched per node (``WATCHER``), BigQuery
-    one dbt process per model and per test (``LOCAL``)."""
+def dbt_execution_mode():
+    """How cosmos runs dbt, on every warehouse: one ``dbt build`` (the producer task) watched
+    per node by a sensor (``WATCHER``), instead of one dbt process per model and per test.
+
+    DuckDB: one start-up instead of ~76 and one writer at a time anyway. BigQuery: the build
+    runs the profile's 4 threads of jobs and holds one worker slot; ``AIRFLOW_ASYNC`` would free
+    that slot but needs a triggerer and the Google provider's BigQuery operators
+    (docs/decisions.md)."""
     from cosmos.constants import ExecutionMode
 
-    return ExecutionMode.WATCHER if settings.dbt_in_one_build else ExecutionMode.LOCAL
+    return ExecutionMode.WATCHER
 
 
-def dbt_watcher_args(settings: Settings) -> dict[str, Any]:
+def dbt_producer_args() -> dict[str, Any]:
+    """Arguments of the watcher's producer task (the one ``dbt build`` of a run).
+
+    One build at a time across every run of the DAG (``max_active_tis_per_dag``). BigQuery
+    runs of different dates overlap, and a dbt build reads which tables exist once, when it
+    starts: on empty datasets the second of two overlapping builds would ``create or replace``
+    a per-cutoff table the first had just created, wiping that date's partitions (measured on
+    the emulator, docs/decisions.md). Serial builds see every table a build before them made;
+    the runs' other tasks still overlap. DuckDB runs one task at a time anyway. The callback
+    keeps the build's ``run_results.json`` (:func:`keep_dbt_run_results`).
+    """
+    return {"max_active_tis_per_dag": 1, "callback": keep_dbt_run_results}
+
+
+def dbt_watcher_args() -> dict[str, Any]:
     """Sensor arguments for watcher mode: plain pokes, no triggerer needed.
 
     The sensors start only once the build has ended (:func:`watch_after_build`), so the first
     poke finds the node's status; ``deferrable`` would need an Airflow triggerer for nothing.
     """
-    from cosmos.constants import ExecutionMode
-
-    if dbt_execution_mode(settings) != ExecutionMode.WATCHER:
-        return {}
     return {"deferrable": False, "poke_interval": 1, "timeout": WATCHER_SENSOR_TIMEOUT_S}
 
 

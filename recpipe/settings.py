@@ -94,13 +94,6 @@ class Settings:
         return self.duckdb_path if self.warehouse == "duckdb" else None
 
     @property
-    def dbt_in_one_build(self) -> bool:
-        """dbt runs as one ``dbt build`` watched per node (cosmos watcher mode) rather than one
-        dbt process per model and test: measured and tested on DuckDB; BigQuery keeps one
-        process per node until watcher mode is tested on the emulator (docs/decisions.md)."""
-        return self.warehouse == "duckdb"
-
-    @property
     def models_dir(self) -> Path:
         return self.home / "models"
 

@@ -16,9 +16,12 @@ from recpipe.settings import Settings
 from recpipe.warehouse import session
 
 
-def run_every_stage(settings: Settings, shop, as_of, work, *, ingest=True) -> dict[str, float]:
+def run_every_stage(
+    settings: Settings, shop, as_of, work, *, ingest=True, after_dbt=None
+) -> dict[str, float]:
     """Ingest the shop (unless ``ingest`` is False) and run recpipe_daily's stages for
-    ``as_of``; returns seconds per stage."""
+    ``as_of``; ``after_dbt()``, when given, is called once the dbt build ended. Returns seconds
+    per stage."""
     seconds: dict[str, float] = {}
 
     def timed(name, call, *args, **kwargs):
@@ -35,6 +38,8 @@ def run_every_stage(settings: Settings, shop, as_of, work, *, ingest=True) -> di
     timed(
         "dbt", run_dbt, "build", settings, as_of=as_of, work_dir=work / f"dbt_{settings.warehouse}"
     )
+    if after_dbt is not None:
+        after_dbt()
     timed("gate__features", pipeline.check_features, run, settings)
     timed("candidates__python", pipeline.generate_python_candidates, run, settings)
     timed("candidates__python_merge", pipeline.merge_python_candidates, run, settings)

@@ -15,18 +15,20 @@ import json
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from recpipe.ingest import ingest_items
 from recpipe.warehouse import session
+from tests.bigquery.stages import ingest_shop
 
 pytestmark = pytest.mark.slow
 
 CLIENT_EMAIL = "recpipe-dbt@test-project.iam.gserviceaccount.com"
 RESOLVE = "run__resolve_params"
+# the one `dbt build` (cosmos watcher mode) and the sensor that reports one of its models
+PRODUCER = r"dbt\.dbt_producer_watcher"
 MODEL_TASK = r"dbt\.stg_shop__items\.run"
 
 
@@ -109,19 +111,20 @@ def test_dbt_through_cosmos_reads_the_airflow_connection(
     monkeypatch.setenv("RECPIPE_BQ_CREDENTIALS", "airflow")
     settings = load_settings()
     assert isinstance(profile_config(settings).profile_mapping, AirflowConnectionProfileMapping)
-    with session(settings) as wh:
-        ingest_items(wh, tiny_shop.files["items"])
+    ingest_shop(settings, tiny_shop)
 
-    # recpipe_daily as parsed with these settings; only its first task and one dbt model run
-    # (the others are marked done): the dbt task is the DAG's own cosmos operator and profile.
+    # recpipe_daily as parsed with these settings; only its first task, the dbt build and one
+    # model's sensor run (the others are marked done): the DAG's own cosmos operator and profile.
     dag = load_dag()
+    as_of = tiny_shop.end_date + timedelta(days=1)
     dag_run = dag.test(
-        logical_date=datetime(2026, 1, 1, tzinfo=UTC),
-        run_conf={"as_of": "2026-01-01"},
-        mark_success_pattern=rf"(?!{RESOLVE}$|{MODEL_TASK}$).*",  # fullmatch
+        logical_date=datetime.combine(as_of, time(), tzinfo=UTC),
+        run_conf={"as_of": as_of.isoformat()},
+        mark_success_pattern=rf"(?!{RESOLVE}$|{PRODUCER}$|{MODEL_TASK}$).*",  # fullmatch
     )
 
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert states["dbt.dbt_producer_watcher"].endswith("success"), states
     assert states["dbt.stg_shop__items.run"].endswith("success"), states
     assert str(dag_run.state).endswith("success"), states
     # dbt signed its token request with the connection's key ...

@@ -1,6 +1,6 @@
 """The whole recpipe_daily DAG on the BigQuery target (the emulator), through Airflow (dag.test)
 and cosmos, while a run of the day before (every stage, without Airflow: tests/bigquery/stages.py)
-goes on at the same time in the same datasets.
+goes on at the same time in the same datasets; as in the DAG, only the two dbt builds take turns.
 
 BigQuery lets runs of different dates overlap (``dag_concurrency``); nothing one run writes may
 be read or replaced by the other. Both dates must publish exactly what the same shop publishes
@@ -80,14 +80,24 @@ def test_two_dates_at_once_on_bigquery_publish_what_duckdb_publishes(
     ingest_shop(bq_settings, tiny_shop)
     errors: list[BaseException] = []
 
+    built = threading.Event()
+
     def the_day_before() -> None:
         try:
-            run_every_stage(bq_settings, tiny_shop, day_before, tmp_path / "other", ingest=False)
+            run_every_stage(
+                bq_settings, tiny_shop, day_before, tmp_path / "other", ingest=False,
+                after_dbt=built.set,
+            )  # fmt: skip
         except BaseException as err:  # re-raised in the test's thread below
             errors.append(err)
+        finally:
+            built.set()
 
     other = threading.Thread(target=the_day_before, name="run-of-the-day-before")
     other.start()
+    # The DAG lets one dbt build run at a time (dag_definition.dbt_producer_args): the run of
+    # `day` starts once the day before's build ended, and the rest of both runs overlaps.
+    built.wait()
     outcome = run_dag_in_a_child(day, CONF, tmp_path / "dag_run.log")
     other.join()
     assert outcome["state"] == "success", outcome["failed"]

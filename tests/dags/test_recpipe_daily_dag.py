@@ -117,6 +117,7 @@ def test_dbt_runs_as_one_build_watched_by_a_sensor_per_model_and_test(dag):
     producer = dag.get_task(PRODUCER)
     assert isinstance(producer, DbtProducerWatcherOperator)
     assert producer.retries == 0  # cosmos skips a producer retry; a rerun is a new DAG run
+    assert producer.max_active_tis_per_dag == 1  # builds of overlapping runs take turns
     assert "xcom_pull(task_ids='run__resolve_params')['as_of']" in producer.vars["as_of"]
     assert producer.env["RECPIPE_DUCKDB_PATH"]
     # A test on several models has its own sensor, which the producer reports to as if the test
