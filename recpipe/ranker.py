@@ -95,6 +95,12 @@ def labelled_users(wh: Warehouse) -> str:
     return f"select user_id from {labels} where as_of_date = @cutoff"
 
 
+def _candidates_at_cutoff(users_in: str | None) -> str:
+    """The filter of the candidate tables' rows at ``@cutoff``, of the users ``users_in``
+    returns when given."""
+    return "as_of_date = @cutoff" + (f" and user_id in ({users_in})" if users_in else "")
+
+
 def candidate_frame(
     wh: Warehouse,
     cutoff: date,
@@ -106,11 +112,9 @@ def candidate_frame(
     """All candidates of every source at ``cutoff`` with their features (and labels); only
     those of users from ``users[0]`` to ``users[1]`` (inclusive) when given, and only those of
     the users that the query ``users_in`` returns (it may use ``@cutoff``) when given."""
-    where = "as_of_date = @cutoff"
+    where = _candidates_at_cutoff(users_in)
     if users:
         where += " and user_id between @first_user and @last_user"
-    if users_in:
-        where += f" and user_id in ({users_in})"
     unions = sources.union_sql(wh, "user_id, item_id, score, rank", where)
     pivots = ",\n".join(
         f"max(case when source = '{s}' then score end) as cand_{s}_score, "
@@ -185,8 +189,7 @@ def candidate_frames(
     only the users of ``shard`` (index, count): :func:`shard_slice`. Every stage that uses them
     works per user, so neither the chunks nor the shards change a result. ``users_in``: only
     the users this query returns (see :func:`candidate_frame`)."""
-    where = "as_of_date = @cutoff" + (f" and user_id in ({users_in})" if users_in else "")
-    unions = sources.union_sql(wh, "user_id", where)
+    unions = sources.union_sql(wh, "user_id", _candidates_at_cutoff(users_in))
     every_user = wh.query_df(
         f"select distinct user_id from ({unions}) as candidate_users order by user_id",
         {"cutoff": cutoff},
