@@ -55,7 +55,8 @@ def ensure_emulator_venv(venv: Path = EMULATOR_VENV) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     uv = Path(sys.executable).with_name("uv")
     if uv.exists():
-        install = [str(uv), "pip", "install", "--quiet", "--python", str(python)]
+        install = [str(uv), "pip", "install", "--quiet", "--compile-bytecode"]
+        install += ["--python", str(python)]
     else:
         install = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*install, *EMULATOR_PACKAGES], check=True)
