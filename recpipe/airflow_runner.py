@@ -140,6 +140,12 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # cosmos' watcher producer otherwise rewrites its whole XCom backup (every node's status
+        # and compiled SQL, compressed) into an Airflow Variable on every push: quadratic in the
+        # nodes, ~4 s of a 100k run. Off, the backup is written once if the build fails, which is
+        # what a retry of the producer restores from; a producer killed outright leaves none and
+        # the sensors then rebuild their own nodes (cosmos' fallback).
+        "AIRFLOW__COSMOS__ENABLE_WATCHER_RELIABLE_RETRY": "False",
         "AIRFLOW__COSMOS__CACHE_DIR": str(settings.home / "cosmos"),
         "DO_NOT_TRACK": "1",
         "RECPIPE_HOME": str(settings.home),
