@@ -107,6 +107,14 @@ def test_every_dbt_model_is_tested_right_after_it_runs(dag):
         assert dag.get_task(f"dbt.{model}.run").downstream_task_ids == {f"dbt.{model}.test"}
 
 
+def test_recpipes_airflow_environment_reaches_cosmos():
+    """recpipe's Airflow (tests/conftest.py applies the same environment) turns off the
+    watcher's per-node Variable backup: a misspelt key would leave cosmos' default on."""
+    from cosmos import settings
+
+    assert settings.enable_watcher_reliable_retry is False
+
+
 def test_dbt_runs_as_one_build_watched_by_a_sensor_per_model_and_test(dag):
     from cosmos.operators.watcher import (
         DbtProducerWatcherOperator,
