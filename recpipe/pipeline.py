@@ -145,7 +145,11 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
         stacked = train_cutoffs(cutoffs)
         trained = ranker.train(
             ranker.stacked_training_rows(
-                wh, stacked, params, users_per_chunk=settings.users_per_chunk
+                wh,
+                stacked,
+                params,
+                users_per_chunk=settings.users_per_chunk,
+                max_users=settings.max_labelled_users,
             ),
             params,
         )

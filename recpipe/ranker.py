@@ -95,6 +95,18 @@ def labelled_users(wh: Warehouse) -> str:
     return f"select user_id from {labels} where as_of_date = @cutoff"
 
 
+def sample_of_users(users_in: str, max_users: int | None) -> str:
+    """A query of at most ``max_users`` of the users ``users_in`` returns: those first in the
+    order of the MD5 of their id, so the same users in every run, chunking and warehouse
+    (DuckDB's hex string and BigQuery's bytes sort alike). ``None``: all of them."""
+    if max_users is None:
+        return users_in
+    return (
+        f"select user_id from (select distinct user_id from ({users_in}) as listed) as users "
+        f"order by md5(user_id), user_id limit {int(max_users)}"
+    )
+
+
 def _candidates_at_cutoff(users_in: str | None) -> str:
     """The filter of the candidate tables' rows at ``@cutoff``, of the users ``users_in``
     returns when given."""
@@ -210,10 +222,16 @@ def candidate_frames(
 
 
 def training_rows(
-    wh: Warehouse, cutoff: date, params: RankerParams, *, users_per_chunk: int
+    wh: Warehouse,
+    cutoff: date,
+    params: RankerParams,
+    *,
+    users_per_chunk: int,
+    max_users: int | None = None,
 ) -> pd.DataFrame:
     """The sampled, labelled training rows at ``cutoff`` (:func:`sample_training_rows`, per
-    user), gathered chunk by chunk."""
+    user), gathered chunk by chunk; of at most ``max_users`` labelled users
+    (:func:`sample_of_users`)."""
     parts = [
         sample_training_rows(frame, params)
         for frame in candidate_frames(
@@ -222,7 +240,7 @@ def training_rows(
             cutoff,
             with_labels=True,
             users_per_chunk=users_per_chunk,
-            users_in=labelled_users(wh),
+            users_in=sample_of_users(labelled_users(wh), max_users),
         )
     ]
     rows = pd.concat(parts, ignore_index=True)
@@ -230,13 +248,21 @@ def training_rows(
 
 
 def stacked_training_rows(
-    wh: Warehouse, cutoffs: list[date], params: RankerParams, *, users_per_chunk: int
+    wh: Warehouse,
+    cutoffs: list[date],
+    params: RankerParams,
+    *,
+    users_per_chunk: int,
+    max_users: int | None = None,
 ) -> pd.DataFrame:
-    """:func:`training_rows` of several cutoffs, stacked. One ranking query per (cutoff, user):
-    ``query_id`` = 'cutoff|user_id'; rows ordered by query_id, item_id (deterministic)."""
+    """:func:`training_rows` of several cutoffs (at most ``max_users`` users each), stacked. One
+    ranking query per (cutoff, user): ``query_id`` = 'cutoff|user_id'; rows ordered by
+    query_id, item_id (deterministic)."""
     parts = []
     for cutoff in sorted(cutoffs):
-        rows = training_rows(wh, cutoff, params, users_per_chunk=users_per_chunk)
+        rows = training_rows(
+            wh, cutoff, params, users_per_chunk=users_per_chunk, max_users=max_users
+        )
         rows.insert(0, "query_id", f"{cutoff:%Y-%m-%d}|" + rows["user_id"].astype(str))
         parts.append(rows)
     rows = pd.concat(parts, ignore_index=True)

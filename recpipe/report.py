@@ -50,14 +50,21 @@ def read_only_session(settings: Settings, lock_timeout_s: float = 10.0) -> Itera
         # a short wait: a page view should not hang while a run writes
         try:
             wh: Warehouse = DuckDBWarehouse(
-                str(settings.duckdb_path), read_only=True, lock_timeout_s=lock_timeout_s
+                str(settings.duckdb_path),
+                read_only=True,
+                lock_timeout_s=lock_timeout_s,
+                memory_limit=settings.duckdb_memory_limit,
             )
         except duckdb.ConnectionException as err:
             if "different configuration" not in str(err):
                 raise
             # this process already holds the file read-write (e.g. in-process dbt after a run):
             # share that database; the report still issues reads only
-            wh = DuckDBWarehouse(str(settings.duckdb_path), lock_timeout_s=lock_timeout_s)
+            wh = DuckDBWarehouse(
+                str(settings.duckdb_path),
+                lock_timeout_s=lock_timeout_s,
+                memory_limit=settings.duckdb_memory_limit,
+            )
     else:
         wh = connect(settings)
     try:

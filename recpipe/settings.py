@@ -8,6 +8,7 @@ Application Default Credentials or the Airflow connection), so printing settings
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ class Settings:
     train_cutoffs: stacked training cutoffs, one label window apart (1 = a single one).
     max_active_runs: runs of different dates at once on BigQuery (DuckDB: always 1).
     users_per_chunk: users whose candidates are ranked (trained on, scored) in memory at once.
+    max_labelled_users: the most users of one cutoff that training and validation read (a
+    deterministic sample, the same in every run and warehouse): memory and time stop growing
+    with the shop once there are enough labelled baskets; scoring always serves every user.
+    duckdb_memory_limit: DuckDB's ``memory_limit`` for dbt and the Python stages alike (beyond it
+    DuckDB spills to disk instead of taking more RAM); DuckDB's own default is 80 % of RAM.
     user_shards: the Python candidate and scoring stages run as this many mapped tasks, one per
     contiguous slice of the users (each its own task a different worker can take; DuckDB runs
     them one at a time).
@@ -67,6 +73,8 @@ class Settings:
     seed: int = 42
     max_active_runs: int = 4
     users_per_chunk: int = 2_500
+    max_labelled_users: int = 20_000
+    duckdb_memory_limit: str = "3GB"
     user_shards: int = 1
     lock_timeout_s: int = 30
     bq_project: str | None = None
@@ -123,6 +131,7 @@ class Settings:
         """Environment variables read by dbt_project/profiles.yml."""
         env = {
             "RECPIPE_DUCKDB_PATH": str(self.duckdb_path),
+            "RECPIPE_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "RECPIPE_DBT_TARGET": self.dbt_target,
         }
         if self.bq_project:
@@ -184,6 +193,16 @@ def _positive_int_env(name: str, default: int) -> int:
     return value
 
 
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.IGNORECASE)
+
+
+def _memory_env(name: str, default: str) -> str:
+    value = (os.environ.get(name) or default).strip()
+    if not _MEMORY.fullmatch(value):
+        raise ValueError(f"{name} must be an amount of memory such as 3GB or 500MiB, got {value!r}")
+    return value
+
+
 def _choice_env(name: str, choices: tuple[str, ...], default: str) -> str:
     value = (os.environ.get(name) or default).strip().lower()
     if value not in choices:
@@ -208,6 +227,8 @@ def load_settings() -> Settings:
         seed=_int_env("RECPIPE_SEED", 42),
         max_active_runs=_int_env("RECPIPE_MAX_ACTIVE_RUNS", 4),
         users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 2_500),
+        max_labelled_users=_positive_int_env("RECPIPE_MAX_LABELLED_USERS", 20_000),
+        duckdb_memory_limit=_memory_env("RECPIPE_DUCKDB_MEMORY_LIMIT", "3GB"),
         user_shards=_positive_int_env("RECPIPE_USER_SHARDS", 1),
         lock_timeout_s=_int_env("RECPIPE_LOCK_TIMEOUT_S", 30),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,

@@ -37,7 +37,12 @@ _PERSONAL_WEIGHT = " + ".join(
 )
 
 
-def _personal_top_frequency_sql(wh: Warehouse) -> str:
+def _only(users_in: str | None, column: str = "user_id") -> str:
+    """The filter to the users ``users_in`` returns, if given."""
+    return f" and {column} in ({users_in})" if users_in else ""
+
+
+def _personal_top_frequency_sql(wh: Warehouse, users_in: str | None) -> str:
     return f"""
     with personal as (
         select pairs.user_id, pairs.item_id, {_PERSONAL_WEIGHT} as score
@@ -45,11 +50,12 @@ def _personal_top_frequency_sql(wh: Warehouse) -> str:
         inner join {wh.table("intermediate", "int_active_users")} active
             on active.as_of_date = pairs.as_of_date and active.user_id = pairs.user_id
         inner join {wh.table("staging", "stg_shop__items")} items on items.item_id = pairs.item_id
-        where pairs.as_of_date = @c and items.is_available
+        where pairs.as_of_date = @c and items.is_available{_only(users_in, "pairs.user_id")}
     ),
     popular as (
         select user_id, item_id, -rank as score
-        from {wh.table("candidates", "cand_popularity")} where as_of_date = @c and rank <= @k
+        from {wh.table("candidates", "cand_popularity")}
+        where as_of_date = @c and rank <= @k{_only(users_in)}
     ),
     tiered as (
         select user_id, item_id, 0 as tier, score from personal
@@ -70,23 +76,26 @@ def _personal_top_frequency_sql(wh: Warehouse) -> str:
     """
 
 
-def baseline_recommendations(wh: Warehouse, valid: date) -> dict[str, pd.DataFrame]:
-    """Top-EVAL_K lists at the ``valid`` cutoff of each baseline (user_id, item_id, rank).
+def baseline_recommendations(
+    wh: Warehouse, valid: date, users_in: str | None = None
+) -> dict[str, pd.DataFrame]:
+    """Top-EVAL_K lists at the ``valid`` cutoff of each baseline (user_id, item_id, rank), of
+    the users the query ``users_in`` returns (it may use ``@cutoff``) when given, else all.
 
     popularity, implicit ALS and item-kNN are their candidate sources' own rankings;
     personal_top_frequency is the user's most interacted items (weighted by event type) before
     the cutoff, filled up with global popularity.
     """
-    params = {"c": valid, "k": EVAL_K}
+    params = {"c": valid, "cutoff": valid, "k": EVAL_K}
     lists = {
         name: wh.query_df(
             f"select user_id, item_id, rank from {wh.table('candidates', f'cand_{source}')} "
-            "where as_of_date = @c and rank <= @k",
+            f"where as_of_date = @c and rank <= @k{_only(users_in)}",
             params,
         )
         for name, source in sources.SOURCE_BASELINES.items()
     }
-    lists["personal_top_frequency"] = wh.query_df(_personal_top_frequency_sql(wh), params)
+    lists["personal_top_frequency"] = wh.query_df(_personal_top_frequency_sql(wh, users_in), params)
     return lists
 
 
@@ -102,11 +111,15 @@ def evaluate_on_window(
     """Ranker and baseline metrics at EVAL_K on the validation window, on the same users.
 
     Users: those with relevant items in the window among the users the ranker could serve
-    (only they are scored). Metrics: NDCG, recall, MAP, hit rate, catalog coverage of these
-    users' lists, and recall split into items the user purchased before the cutoff (repeat)
-    and the rest (new).
+    (only they are scored), at most ``settings.max_labelled_users`` of them
+    (:func:`recpipe.ranker.sample_of_users`). Metrics: NDCG, recall, MAP, hit rate, catalog
+    coverage of these users' lists, and recall split into items the user purchased before the
+    cutoff (repeat) and the rest (new).
     """
     truth = window_truth(wh, valid)
+    users_in = ranker.sample_of_users(
+        f"select user_id from ({_truth_sql(wh)}) as truth", settings.max_labelled_users
+    )
     recommended = ranker.rank_in_chunks(
         wh,
         valid,
@@ -114,7 +127,7 @@ def evaluate_on_window(
         features,
         EVAL_K,
         users_per_chunk=settings.users_per_chunk,
-        users_in=f"select user_id from ({_truth_sql(wh)}) as truth",
+        users_in=users_in,
     )
     truth = truth[truth["user_id"].isin(recommended["user_id"])]
     evaluated = truth["user_id"].unique()
@@ -135,7 +148,10 @@ def evaluate_on_window(
 
     metrics = measure(recommended)
     baselines = (
-        {name: measure(found) for name, found in baseline_recommendations(wh, valid).items()}
+        {
+            name: measure(found)
+            for name, found in baseline_recommendations(wh, valid, users_in).items()
+        }
         if with_baselines
         else {}
     )

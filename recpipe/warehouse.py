@@ -116,7 +116,12 @@ class DuckDBWarehouse:
     kind = "duckdb"
 
     def __init__(
-        self, path: str, *, read_only: bool = False, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+        self,
+        path: str,
+        *,
+        read_only: bool = False,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        memory_limit: str | None = None,
     ) -> None:
         import duckdb
 
@@ -142,6 +147,10 @@ class DuckDBWarehouse:
                     warned = True
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self._con.execute("set timezone = 'UTC'")
+        if memory_limit:
+            # SET, not connect(config=...): DuckDB refuses a second in-process connection to a
+            # file whose configuration differs, and dbt-duckdb SETs its profile's settings too
+            self._con.execute(f"set memory_limit = '{memory_limit}'")
 
     def table(self, schema: str, name: str) -> str:
         return f"{identifier(schema)}.{identifier(name)}"
@@ -712,7 +721,11 @@ def connect(settings: Settings, *, lock_timeout_s: float | None = None) -> Wareh
     if settings.warehouse == "duckdb":
         settings.home.mkdir(parents=True, exist_ok=True)
         timeout = settings.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
-        return DuckDBWarehouse(str(settings.duckdb_path), lock_timeout_s=timeout)
+        return DuckDBWarehouse(
+            str(settings.duckdb_path),
+            lock_timeout_s=timeout,
+            memory_limit=settings.duckdb_memory_limit,
+        )
     return BigQueryWarehouse.from_settings(settings)
 
 

@@ -3,7 +3,9 @@ same for any chunk size, so memory grows with the chunk, not with the shop."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -74,3 +76,35 @@ def test_evaluation_scores_only_the_window_users_and_measures_the_same(shop, pre
     assert metrics["users"] == expected["users"] > 0
     for name in ("ndcg", "recall", "map", "hit_rate"):
         assert metrics[f"{name}@{EVAL_K}"] == pytest.approx(expected[f"{name}@{EVAL_K}"])
+
+
+def test_a_cap_on_labelled_users_reads_the_same_sample_in_every_chunking(shop, prepared_shop):
+    """At most RECPIPE_MAX_LABELLED_USERS users of a cutoff are trained on and validated on:
+    the first by the MD5 of their id, whatever the chunks; baselines are measured on them too."""
+    run = make_run(prepared_shop.as_of, "sample")
+    cutoffs = pipeline.run_cutoffs(run, shop)
+    params = ranker.RankerParams(n_estimators=20)
+    with session(shop) as wh:
+        everyone = ranker.training_rows(wh, cutoffs["train"], params, users_per_chunk=10**6)
+        labelled = wh.query_df(ranker.labelled_users(wh), {"cutoff": cutoffs["train"]})[
+            "user_id"
+        ].unique()
+        by_md5 = sorted(labelled, key=lambda u: (hashlib.md5(u.encode()).hexdigest(), u))
+        expected = set(by_md5[:9]) & set(everyone["user_id"])  # sampling keeps users with a buy
+        assert 0 < len(expected) < everyone["user_id"].nunique()
+        for users_per_chunk in (2, 10**6):
+            rows = ranker.training_rows(
+                wh, cutoffs["train"], params, users_per_chunk=users_per_chunk, max_users=9
+            )
+            assert set(rows["user_id"]) == expected
+            pd.testing.assert_frame_equal(
+                rows, everyone[everyone["user_id"].isin(expected)].reset_index(drop=True)
+            )
+
+        trained = ranker.train(everyone, params)
+        capped = replace(shop, max_labelled_users=6)
+        metrics, baselines = validation.evaluate_on_window(
+            wh, trained.booster, trained.features, cutoffs["valid"], capped
+        )
+        assert 0 < metrics["users"] <= 6
+        assert {b["users"] for b in baselines.values()} == {metrics["users"]}

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from recpipe.dbt_cli import run_dbt
 from recpipe.dbt_manifest import (
     BUILD_STEP,
     ManifestError,
@@ -18,6 +19,7 @@ from recpipe.dbt_manifest import (
     sources_digest,
 )
 from recpipe.settings import DBT_PROJECT_DIR, load_settings, settings_mismatch
+from recpipe.warehouse import session
 
 
 @pytest.fixture
@@ -126,4 +128,29 @@ def test_first_task_fails_on_a_mismatch_before_writing_anything(recpipe_home, mo
 def test_user_shards_below_one_are_refused(recpipe_home, monkeypatch, value):
     monkeypatch.setenv("RECPIPE_USER_SHARDS", value)
     with pytest.raises(ValueError, match=f"RECPIPE_USER_SHARDS must be at least 1, got {value}"):
+        load_settings()
+
+
+def test_one_duckdb_memory_limit_for_recpipe_and_dbt(recpipe_home, monkeypatch, tmp_path):
+    """RECPIPE_DUCKDB_MEMORY_LIMIT reaches recpipe's connections and dbt's profile alike (DuckDB
+    would otherwise take up to 80 % of RAM), and a second connection in the process still opens."""
+    monkeypatch.setenv("RECPIPE_DUCKDB_MEMORY_LIMIT", "512MiB")
+    settings = load_settings()
+    with session(settings) as wh, session(settings) as again:
+        assert wh.query_df("select current_setting('memory_limit') as m")["m"][0] == "512.0 MiB"
+        assert again.query_df("select 1 as one")["one"][0] == 1
+    shown = run_dbt(
+        "show",
+        settings,
+        as_of="2026-03-01",
+        work_dir=tmp_path / "dbt",
+        extra_args=("--inline", "select current_setting('memory_limit') as m", "--output", "json"),
+    )
+    assert "512.0 MiB" in shown.stdout
+
+
+@pytest.mark.parametrize("value", ["lots", "3", "-1GB"])
+def test_a_memory_limit_that_is_no_amount_is_refused(recpipe_home, monkeypatch, value):
+    monkeypatch.setenv("RECPIPE_DUCKDB_MEMORY_LIMIT", value)
+    with pytest.raises(ValueError, match="RECPIPE_DUCKDB_MEMORY_LIMIT must be an amount"):
         load_settings()
