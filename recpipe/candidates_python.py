@@ -28,7 +28,9 @@ native thread and one BLAS thread (threadpoolctl) so floating-point reductions a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -107,23 +109,42 @@ def _topk(scores: np.ndarray, depth: int, floor: float) -> tuple[np.ndarray, np.
 
     Returns (columns, scores), both of shape (rows, min(depth, n_cols)). Cells scored <= ``floor``
     are not wanted by the caller, so ties among them at the cut-off need no exact order.
-    Uses argpartition and falls back to a full stable sort only for rows whose cut-off score is
-    tied across the boundary (so the tie-break by column stays exact).
+    Uses argpartition; rows whose cut-off score is tied across the boundary get the tied cells
+    of the lowest columns (:func:`_lowest_columns_at_cutoff`), so the tie-break stays exact.
     """
     n_rows, n_cols = scores.shape
     d = min(depth, n_cols)
     if d == n_cols:
         cols = np.argsort(-scores, axis=1, kind="stable")
-    else:
-        cols = np.argpartition(-scores, d - 1, axis=1)[:, :d]
-        vals = np.take_along_axis(scores, cols, axis=1)
-        cutoff = vals.min(axis=1)
-        tied = ((scores >= cutoff[:, None]).sum(axis=1) > d) & (cutoff > floor)
-        order = np.lexsort((cols, -vals), axis=1)
-        cols = np.take_along_axis(cols, order, axis=1)
-        if tied.any():
-            cols[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :d]
-    return cols, np.take_along_axis(scores, cols, axis=1)
+        return cols, np.take_along_axis(scores, cols, axis=1)
+    cols = np.argpartition(scores, n_cols - d, axis=1)[:, n_cols - d :]
+    vals = np.take_along_axis(scores, cols, axis=1)
+    cutoff = vals.min(axis=1)
+    tied = (cutoff > floor) & ((scores >= cutoff[:, None]).sum(axis=1) > d)
+    if tied.any():
+        tied_scores = scores[tied]
+        cols[tied] = _lowest_columns_at_cutoff(tied_scores, cutoff[tied], d)
+        vals[tied] = np.take_along_axis(tied_scores, cols[tied], axis=1)
+    order = np.lexsort((cols, -vals), axis=1)
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def _lowest_columns_at_cutoff(scores: np.ndarray, cutoff: np.ndarray, d: int) -> np.ndarray:
+    """Per row, the ``d`` columns scored above the row's ``cutoff`` (its d-th best score) and,
+    to make up d, the lowest columns scored exactly ``cutoff``; ascending column order."""
+    at = scores == cutoff[:, None]
+    above = scores > cutoff[:, None]
+    wanted = d - above.sum(axis=1)
+    keep = above | (at & (np.cumsum(at, axis=1) <= wanted[:, None]))
+    return np.nonzero(keep)[1].reshape(len(scores), d)
+
+
+def _workers() -> int:
+    """Threads that score blocks at once: the cores this process may use, at most 4 (each holds
+    a dense block of a few hundred MB). NumPy's partitions and sorts, SciPy's sparse products and
+    BLAS release the GIL; blocks are independent and joined in order, so results do not depend
+    on it."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def _rank_blocks(
@@ -136,22 +157,30 @@ def _rank_blocks(
 ) -> pd.DataFrame:
     """Score users ``rows`` against items ``cols`` block by block and keep the top ``depth``.
 
-    ``score_block(block_rows) -> ndarray (len(block_rows), len(cols))``. Cells scored <= floor
+    ``score_block(block_rows) -> ndarray (len(block_rows), len(cols))``, called from several
+    threads at once (:func:`_workers`): it must only read shared state. Cells scored <= floor
     are dropped.
     """
     block = max(1, _BLOCK_CELLS // max(1, len(cols)))
-    user_pos, item_pos, score_out, rank_out = [], [], [], []
-    for start in range(0, len(rows), block):
+
+    def top_of(start: int) -> tuple[np.ndarray, ...]:
         block_rows = rows[start : start + block]
         top_cols, top_scores = _topk(score_block(block_rows), depth, floor)
         keep = top_scores > floor
-        user_pos.append(np.broadcast_to(block_rows[:, None], top_cols.shape)[keep])
-        item_pos.append(cols[top_cols[keep]])
-        score_out.append(top_scores[keep].astype(np.float64))
         # keep is a prefix of each row (scores are sorted), so ranks stay contiguous
-        rank_out.append(np.broadcast_to(np.arange(1, top_cols.shape[1] + 1), top_cols.shape)[keep])
-    if not user_pos:
+        ranks = np.broadcast_to(np.arange(1, top_cols.shape[1] + 1), top_cols.shape)
+        return (
+            np.broadcast_to(block_rows[:, None], top_cols.shape)[keep],
+            cols[top_cols[keep]],
+            top_scores[keep].astype(np.float64),
+            ranks[keep],
+        )
+
+    with ThreadPoolExecutor(_workers()) as pool:
+        parts = list(pool.map(top_of, range(0, len(rows), block)))
+    if not parts:
         return pd.DataFrame(columns=OUTPUT_COLUMNS)
+    user_pos, item_pos, score_out, rank_out = zip(*parts, strict=True)
     return pd.DataFrame(
         {
             "user_id": matrix.users.take(np.concatenate(user_pos)),

@@ -224,3 +224,21 @@ def test_item_knn_identical_items_keep_neighbours_limit():
     out = item_knn_candidates(frame, ["u1", "u2", "u3"], ["V", "W", "X", "Y", "Z"], neighbours=1)
     check_shape(out, 50)
     assert set(out["item_id"]) <= {"V", "W", "X", "Z"}  # Y is nobody's single neighbour
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_topk_matches_a_full_stable_sort_on_tie_heavy_scores(seed):
+    """The partition and its exact tie repair pick what a full stable sort picks (score desc,
+    column asc), cells at or below the floor aside."""
+    from recpipe.candidates_python import _topk
+
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, size=(300, 40)).astype(np.float64)
+    scores[rng.random(scores.shape) < 0.1] = -np.inf
+    for depth in (1, 3, 10, 39, 40, 60):
+        for floor in (-np.inf, 0.0, 1.0):
+            cols, vals = _topk(scores, depth, floor)
+            expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(depth, 40)]
+            wanted = np.take_along_axis(scores, expected, axis=1) > floor
+            assert (vals > floor).tolist() == wanted.tolist()
+            assert cols[wanted].tolist() == expected[wanted].tolist()
