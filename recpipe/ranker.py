@@ -127,12 +127,6 @@ def candidate_frame(
     where = _candidates_at_cutoff(users_in)
     if users:
         where += " and user_id between @first_user and @last_user"
-    unions = sources.union_sql(wh, "user_id, item_id, score, rank", where)
-    pivots = ",\n".join(
-        f"max(case when source = '{s}' then score end) as cand_{s}_score, "
-        f"min(case when source = '{s}' then rank end) as cand_{s}_rank"
-        for s in sources.NAMES
-    )
     selects, joins = ["c.*"], []
     for alias, (table, keys) in enumerate(FEATURE_TABLES.items()):
         columns = [col for col in wh.columns("features", table) if col not in NON_FEATURES]
@@ -149,14 +143,7 @@ def candidate_frame(
             "and l.user_id = c.user_id and l.item_id = c.item_id"
         )
     sql = f"""
-        with unioned as ({unions}),
-        candidates as (
-            select user_id, item_id, {pivots},
-                   count(*) as cand_n_sources,
-                   string_agg(source, ',' order by source) as sources
-            from unioned
-            group by user_id, item_id
-        )
+        with candidates as ({sources.pivot_sql(wh, where)})
         select {", ".join(selects)}
         from candidates c
         {" ".join(joins)}

@@ -114,3 +114,37 @@ def union_sql(wh: Warehouse, columns: str, where: str) -> str:
         f"where {where}"
         for s in SOURCES
     )
+
+
+def pivot_sql(wh: Warehouse, where: str) -> str:
+    """One row per (user_id, item_id) proposed by any source among the rows matching ``where``:
+    ``cand_<source>_score`` and ``cand_<source>_rank`` of every source (NULL where it did not
+    propose the pair), ``cand_n_sources`` and ``sources`` (the proposing sources' names, sorted,
+    comma-separated). Each branch of the union fills its own source's columns, so the group-by
+    aggregates plain columns (no CASE per row and source) and ``sources`` is built after it."""
+    branches = " union all ".join(
+        "select user_id, item_id, "
+        + ", ".join(
+            f"score as cand_{other}_score, rank as cand_{other}_rank"
+            if other == source.name
+            else f"null as cand_{other}_score, null as cand_{other}_rank"
+            for other in NAMES
+        )
+        + f" from {wh.table('candidates', source.table)} where {where}"
+        for source in SOURCES
+    )
+    aggregates = ", ".join(
+        f"max(cand_{name}_score) as cand_{name}_score, min(cand_{name}_rank) as cand_{name}_rank"
+        for name in NAMES
+    )
+    names = ", ".join(
+        f"case when cand_{name}_rank is not null then '{name}' end" for name in sorted(NAMES)
+    )
+    return f"""
+        select *, array_to_string([{names}], ',') as sources
+        from (
+            select user_id, item_id, {aggregates}, count(*) as cand_n_sources
+            from ({branches}) as unioned
+            group by user_id, item_id
+        ) as pivoted
+    """
