@@ -3,7 +3,9 @@
     share of their decayed event weight (exp(-age_days / 30)) on each catalog category; their
     top `categories_per_user` categories are kept. An item's popularity inside its category is
     its weighted event count over the last 30 days x (1 + its 7-day trend, clipped to [0, 2]),
-    normalised to a share of the category. score = affinity share x item share.
+    normalised to a share of the category; only each category's top `candidate_depth` items
+    (by share, ties by item_id) are scored, as no user can rank more of one category's items.
+    score = affinity share x item share.
 
     Cold start: a user whose history touches no catalog category (or who has little history)
     still gets the global popularity source; this source widens their set as soon as they have
@@ -116,7 +118,11 @@ item_category_share as (
     select
         *,
         trended_weight / sum(trended_weight) over (partition by as_of_date, category)
-            as category_share
+            as category_share,
+        row_number() over (
+            partition by as_of_date, category
+            order by trended_weight desc, item_id asc
+        ) as rank_in_category
 
     from item_trended
 
@@ -135,6 +141,7 @@ scored_pairs as (
         on user_top_categories.as_of_date = item_category_share.as_of_date
         and user_top_categories.category = item_category_share.category
     where user_top_categories.category_rank <= {{ categories_per_user }}
+        and item_category_share.rank_in_category <= {{ positive_int_var('candidate_depth') }}
 
 ),
 
