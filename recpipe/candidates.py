@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -100,16 +101,17 @@ PYTHON_STAGED_SCHEMA = pa.schema(
 
 def python_candidate_rows(
     wh: Warehouse, cutoffs: dict[str, date], settings: Settings, shard: tuple[int, int] = (0, 1)
-) -> pa.Table:
+) -> Iterator[pa.Table]:
     """Every registered Python source's candidates for each of ``cutoffs``, for the active users
-    of ``shard`` (:func:`recpipe.ranker.shard_slice`), one table with a ``source`` column.
+    of ``shard`` (:func:`recpipe.ranker.shard_slice`): one table per cutoff and source, with a
+    ``source`` column (so the caller can write each part before the next is computed: at 10M
+    events all parts together take several GB).
 
     ALS and item-kNN read the same point-in-time interactions (events before each cutoff,
     weighted by event type); TIFU-kNN reads the purchased baskets before each cutoff. Each
     source fits on every user's history (deterministically) and scores the shard's users, so
     the shards together hold exactly the rows of one unsharded run.
     """
-    frames = []
     for cutoff in sorted(cutoffs.values()):
         interactions, users, items = _interactions(wh, cutoff, settings)
         inputs = sources.SourceInputs(
@@ -124,11 +126,9 @@ def python_candidate_rows(
             frame = source.generate(inputs)
             frame.insert(0, "as_of_date", cutoff)
             frame.insert(1, "source", source.name)
-            frames.append(frame)
-    rows = pd.concat(frames, ignore_index=True)
-    return pa.Table.from_pandas(
-        rows[PYTHON_STAGED_SCHEMA.names], schema=PYTHON_STAGED_SCHEMA, preserve_index=False
-    )
+            yield pa.Table.from_pandas(
+                frame[PYTHON_STAGED_SCHEMA.names], schema=PYTHON_STAGED_SCHEMA, preserve_index=False
+            )
 
 
 def replace_python_candidates(wh: Warehouse, staged: str, cutoffs: dict[str, date]) -> int:

@@ -89,10 +89,14 @@ def generate_python_candidates(
     (of ``settings.user_shards``), written to the shard's staging table."""
     settings = settings or load_settings()
     where = (shard, settings.user_shards)
+    written = 0
     with session(settings) as wh:
-        rows = python_candidate_rows(wh, run_cutoffs(run, settings), settings, where)
-        wh.write_df(rows, *stage_table(run, where, PYTHON_CANDIDATES))
-    return rows.num_rows
+        parts = python_candidate_rows(wh, run_cutoffs(run, settings), settings, where)
+        # the first part replaces the table a failed attempt may have left; the others append
+        for index, part in enumerate(parts):
+            wh.write_df(part, *stage_table(run, where, PYTHON_CANDIDATES), append=index > 0)
+            written += part.num_rows
+    return written
 
 
 def merge_python_candidates(run: Run, settings: Settings | None = None) -> int:

@@ -83,7 +83,14 @@ class Warehouse(Protocol):
         columns with NULLs stay integer-typed; ``to_pandas()`` makes them float with NaN)."""
         ...
 
-    def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None: ...
+    def write_df(
+        self, df: pd.DataFrame | pa.Table, schema: str, name: str, *, append: bool = False
+    ) -> None:
+        """Create or replace ``schema.name`` with the rows of ``df`` (a DataFrame or an Arrow
+        table: its schema fixes the column types, even with no rows); with ``append``, add them
+        to the existing table instead (same columns), so a large result can be written in
+        parts without being held in memory whole."""
+        ...
 
     def create_table(
         self,
@@ -176,16 +183,19 @@ class DuckDBWarehouse:
         bound, values = self._bind(sql, params)
         return self._con.sql(bound, params=values).to_arrow_table()
 
-    def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None:
-        """Create or replace ``schema.name`` with the rows of ``df`` (a DataFrame or an Arrow
-        table: its schema fixes the column types, even with no rows)."""
+    def write_df(
+        self, df: pd.DataFrame | pa.Table, schema: str, name: str, *, append: bool = False
+    ) -> None:
+        """See :meth:`Warehouse.write_df`."""
         self._con.execute(f"create schema if not exists {identifier(schema)}")
         self._con.register("_recpipe_frame", df)
+        into = (
+            f"insert into {self.table(schema, name)} by name"
+            if append
+            else f"create or replace table {self.table(schema, name)} as"
+        )
         try:
-            self._con.execute(
-                f"create or replace table {self.table(schema, name)} as "
-                "select * from _recpipe_frame"
-            )
+            self._con.execute(f"{into} select * from _recpipe_frame")
         finally:
             self._con.unregister("_recpipe_frame")
 
@@ -608,9 +618,10 @@ class BigQueryWarehouse:
                 frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
         return frame
 
-    def write_df(self, df: pd.DataFrame | pa.Table, schema: str, name: str) -> None:
-        """Create or replace ``schema.name`` with the rows of ``df`` (a DataFrame or an Arrow
-        table), in one load job."""
+    def write_df(
+        self, df: pd.DataFrame | pa.Table, schema: str, name: str, *, append: bool = False
+    ) -> None:
+        """See :meth:`Warehouse.write_df`; one load job (WRITE_APPEND with ``append``)."""
         import io
 
         import pyarrow as pa
@@ -620,7 +631,11 @@ class BigQueryWarehouse:
         self._ensure_dataset(schema)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
-            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            write_disposition=(
+                bigquery.WriteDisposition.WRITE_APPEND
+                if append
+                else bigquery.WriteDisposition.WRITE_TRUNCATE
+            ),
             create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
             labels={"app": "recpipe"},
         )

@@ -40,7 +40,7 @@ def test_parameters_are_typed_and_bound(bq_warehouse):
         bq_warehouse.query_df("select @missing as m", {})
 
 
-def test_write_df_is_a_load_job_that_replaces_the_table(bq_warehouse):
+def test_write_df_is_a_load_job_that_replaces_or_appends(bq_warehouse):
     frame = pd.DataFrame(
         {
             "run_date": [date(2026, 1, 1), date(2026, 1, 2)],
@@ -67,6 +67,11 @@ def test_write_df_is_a_load_job_that_replaces_the_table(bq_warehouse):
     assert bq_warehouse.columns("work", "loaded") == list(frame.columns)
     assert bq_warehouse.table_exists("work", "loaded")
     assert not bq_warehouse.table_exists("work", "nothing_here")
+    bq_warehouse.write_df(frame.iloc[1:], "work", "loaded", append=True)
+    back = bq_warehouse.query_df(
+        f"select user_id from {bq_warehouse.table('work', 'loaded')} order by user_id"
+    )
+    assert back["user_id"].tolist() == ["u1", "u2"]
 
 
 def test_published_tables_are_created_partitioned(bq_warehouse):

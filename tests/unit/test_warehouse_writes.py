@@ -1,0 +1,20 @@
+"""write_df on DuckDB: replace by default, append parts (by column name) on request."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from recpipe.warehouse import DuckDBWarehouse
+
+
+def test_parts_append_after_a_first_write_replaces(tmp_path):
+    wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    schema = pa.schema([("user_id", pa.string()), ("score", pa.float64())])
+    stale = pa.table({"user_id": ["old"], "score": [9.0]}, schema=schema)
+    wh.write_df(stale, "work", "parts")
+    first = pa.table({"user_id": ["a", "b"], "score": [1.0, 2.0]}, schema=schema)
+    second = pa.table({"score": [3.0], "user_id": ["c"]})  # columns in another order
+    wh.write_df(first, "work", "parts")
+    wh.write_df(second, "work", "parts", append=True)
+    rows = wh.query_df("select user_id, score from work.parts order by user_id")
+    assert rows.to_dict("list") == {"user_id": ["a", "b", "c"], "score": [1.0, 2.0, 3.0]}
