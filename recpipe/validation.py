@@ -17,7 +17,8 @@ from recpipe.warehouse import Warehouse
 # Baselines read straight from a candidate source's own ranking (name -> source).
 
 
-def _truth_sql(wh: Warehouse) -> str:
+def truth_sql(wh: Warehouse) -> str:
+    """The query of :func:`window_truth` (parameter ``@cutoff``)."""
     labels = wh.table("intermediate", "int_labels")
     return f"""select user_id, item_id from {labels} where as_of_date = @cutoff
         and (purchased or not exists (
@@ -26,7 +27,7 @@ def _truth_sql(wh: Warehouse) -> str:
 
 def window_truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
     """Relevant items of the window after ``cutoff``: purchases, or any event if none bought."""
-    return wh.query_df(_truth_sql(wh), {"cutoff": cutoff})
+    return wh.query_df(truth_sql(wh), {"cutoff": cutoff})
 
 
 # The user's events on each catalog item over the history window, weighted by type, read from
@@ -38,8 +39,13 @@ _PERSONAL_WEIGHT = " + ".join(
 
 
 def _only(users_in: str | None, column: str = "user_id") -> str:
-    """The filter to the users ``users_in`` returns, if given."""
+    """The filter to the users ``users_in`` returns, if given (after a where clause)."""
     return f" and {column} in ({users_in})" if users_in else ""
+
+
+def _where(users_in: str) -> str:
+    """A where clause keeping the users ``users_in`` returns."""
+    return f" where user_id in ({users_in})"
 
 
 def _personal_top_frequency_sql(wh: Warehouse, users_in: str | None) -> str:
@@ -116,10 +122,11 @@ def evaluate_on_window(
     coverage of these users' lists, and recall split into items the user purchased before the
     cutoff (repeat) and the rest (new).
     """
-    truth = window_truth(wh, valid)
     users_in = ranker.sample_of_users(
-        f"select user_id from ({_truth_sql(wh)}) as truth", settings.max_labelled_users
+        f"select user_id from ({truth_sql(wh)}) as truth", settings.max_labelled_users
     )
+    params = {"cutoff": valid}
+    truth = wh.query_df(f"select * from ({truth_sql(wh)}) as truth{_where(users_in)}", params)
     recommended = ranker.rank_in_chunks(
         wh,
         valid,
@@ -138,8 +145,8 @@ def evaluate_on_window(
     )
     repeat = wh.query_df(
         f"select user_id, item_id from {wh.table('features', 'fct_user_item_features')} "
-        "where as_of_date = @c and ui_purchase_count_history > 0",
-        {"c": valid},
+        f"where as_of_date = @cutoff and ui_purchase_count_history > 0{_only(users_in)}",
+        params,
     )
 
     def measure(recommendations: pd.DataFrame) -> dict:
