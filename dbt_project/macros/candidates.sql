@@ -172,4 +172,5 @@ final as (
 )
 
 select * from final
+{{ read_order() }}
 {%- endmacro %}

@@ -18,3 +18,17 @@
     {%- endif -%}
     {{ return(layout) }}
 {%- endmacro %}
+
+
+{% macro read_order(key='user_id') -%}
+    {#-
+        DuckDB's stand-in for clustering: `select * from final {{ read_order() }}` stores a
+        per-cutoff table's rows sorted by (as_of_date, key), so the Python stages' reads of one
+        range of users at a time skip the row groups outside it (DuckDB's min/max zone maps);
+        unsorted, every chunk scanned the whole cutoff (at 10M events, twice the time). Nothing
+        on BigQuery, where `cluster_by` does this.
+    -#}
+    {%- if target.type == 'duckdb' -%}
+        order by as_of_date, {{ key }}
+    {%- endif -%}
+{%- endmacro %}

@@ -107,3 +107,4 @@ final as (
 )
 
 select * from final
+{{ read_order() }}

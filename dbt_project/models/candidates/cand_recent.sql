@@ -91,3 +91,4 @@ final as (
 )
 
 select * from final
+{{ read_order() }}

@@ -87,3 +87,4 @@ final as (
 )
 
 select * from final
+{{ read_order() }}

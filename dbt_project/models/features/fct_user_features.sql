@@ -95,3 +95,4 @@ final as (
 )
 
 select * from final
+{{ read_order() }}

@@ -139,3 +139,4 @@ final as (
 )
 
 select * from final
+{{ read_order() }}
