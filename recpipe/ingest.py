@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import re
+import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from recpipe.settings import load_settings
 from recpipe.tables import (
     EVENT_COLUMNS,
     EVENT_TYPES,
@@ -224,7 +226,11 @@ _USER_RULES = [
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
+    """The in-memory DuckDB that checks one file: within recpipe's DuckDB memory limit (a 10M
+    event file took 8 GB under DuckDB's default of 80 % of RAM), spilling to the temp folder."""
     con = duckdb.connect()
+    con.execute(f"set memory_limit = '{load_settings().duckdb_memory_limit}'")
+    con.execute(f"set temp_directory = '{Path(tempfile.gettempdir()) / 'recpipe-ingest-spill'}'")
     con.execute("set timezone = 'UTC'")
     con.execute(_MACROS)
     return con
