@@ -22,8 +22,10 @@ output
     repurchase is a strong signal in e-commerce.
 
 Determinism: identical inputs (in any row order) give identical outputs. Users and items are
-indexed in sorted order, ties are broken by item_id, and model fitting and scoring run with one
-native thread and one BLAS thread (threadpoolctl) so floating-point reductions are reproducible.
+indexed in sorted order, ties are broken by item_id, and BLAS runs on one thread (threadpoolctl)
+so floating-point reductions are reproducible. Parallel work never splits a reduction: ALS
+solves each user (item) on its own thread, and blocks of users are scored on their own threads
+and joined in order.
 """
 
 from __future__ import annotations
@@ -251,7 +253,9 @@ def als_candidates(
             dtype=np.float32,
             iterations=iterations,
             calculate_training_loss=False,
-            num_threads=1,
+            # each user's (item's) least-squares solve is independent of the others: as many
+            # threads as _workers() fit bit-identical factors to one (test_candidates_python)
+            num_threads=_workers(),
             random_state=seed,
         )
         model.fit(confidence, show_progress=False)

@@ -242,3 +242,26 @@ def test_topk_matches_a_full_stable_sort_on_tie_heavy_scores(seed):
             wanted = np.take_along_axis(scores, expected, axis=1) > floor
             assert (vals > floor).tolist() == wanted.tolist()
             assert cols[wanted].tolist() == expected[wanted].tolist()
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_threads_change_no_score(name, monkeypatch):
+    """ALS fits and every source scores its blocks of users on several threads; one thread and
+    four give the same rows, bit for bit (blocks of 3 users, so there are many)."""
+    import recpipe.candidates_python as module
+
+    rng = np.random.default_rng(3)
+    interactions = pd.DataFrame(
+        {
+            "user_id": [f"u{i:03d}" for i in rng.integers(0, 300, 6000)],
+            "item_id": [f"i{i:03d}" for i in rng.integers(0, 200, 6000)],
+            "weight": rng.choice([1.0, 3.0, 5.0], 6000),
+        }
+    )
+    users, items = sorted(set(interactions["user_id"])), sorted(set(interactions["item_id"]))
+    monkeypatch.setattr(module, "_BLOCK_CELLS", 3 * len(items))
+    runs = []
+    for workers in (1, 4):
+        monkeypatch.setattr(module, "_workers", lambda workers=workers: workers)
+        runs.append(SOURCES[name](interactions, users, items, depth=20))
+    pd.testing.assert_frame_equal(runs[0], runs[1])

@@ -106,3 +106,24 @@ def test_bad_parameters_raise():
     with pytest.raises(ValueError, match="basket_id"):
         tifuknn_candidates(SHOP.drop(columns="basket_id"), ["u1"], ITEMS)
     assert tifuknn_candidates(SHOP.iloc[:0], ["u1"], ITEMS).empty
+
+
+def test_one_thread_or_four_score_alike(monkeypatch):
+    """Blocks of users (here 2 each) are scored on several threads and joined in order."""
+    import recpipe.candidates_python as module
+
+    rng = np.random.default_rng(11)
+    rows = [
+        (f"u{u:03d}", f"o{u:03d}_{b:02d}", f"2020-01-{1 + b:02d}", ",".join(items))
+        for u in range(120)
+        for b in range(int(rng.integers(3, 12)))
+        for items in [rng.choice([f"i{i}" for i in range(40)], size=5, replace=False)]
+    ]
+    shop = baskets(rows)
+    users, items = sorted(shop["user_id"].unique()), sorted(shop["item_id"].unique())
+    monkeypatch.setattr(module, "_BLOCK_CELLS", 2 * 120)
+    runs = []
+    for workers in (1, 4):
+        monkeypatch.setattr(module, "_workers", lambda workers=workers: workers)
+        runs.append(tifuknn_candidates(shop, users, items, neighbours=15, neighbour_pool=100))
+    pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
