@@ -116,6 +116,10 @@ def _topk(scores: np.ndarray, depth: int, floor: float) -> tuple[np.ndarray, np.
     """
     n_rows, n_cols = scores.shape
     d = min(depth, n_cols)
+    if np.isfinite(floor):
+        # introselect is ~10x slower on rows of equal values (most items of a user score 0 in
+        # the sparse sources); cells at or below the floor are never kept, so make them distinct
+        scores = np.where(scores > floor, scores, floor - np.arange(1.0, n_cols + 1))
     if d == n_cols:
         cols = np.argsort(-scores, axis=1, kind="stable")
         return cols, np.take_along_axis(scores, cols, axis=1)
@@ -137,7 +141,7 @@ def _lowest_columns_at_cutoff(scores: np.ndarray, cutoff: np.ndarray, d: int) ->
     at = scores == cutoff[:, None]
     above = scores > cutoff[:, None]
     wanted = d - above.sum(axis=1)
-    keep = above | (at & (np.cumsum(at, axis=1) <= wanted[:, None]))
+    keep = above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= wanted[:, None]))
     return np.nonzero(keep)[1].reshape(len(scores), d)
 
 
@@ -156,14 +160,16 @@ def _rank_blocks(
     depth: int,
     score_block,
     floor: float = -np.inf,
+    width: int = 0,
 ) -> pd.DataFrame:
     """Score users ``rows`` against items ``cols`` block by block and keep the top ``depth``.
 
     ``score_block(block_rows) -> ndarray (len(block_rows), len(cols))``, called from several
     threads at once (:func:`_workers`): it must only read shared state. Cells scored <= floor
-    are dropped.
+    are dropped. ``width``: the widest dense matrix ``score_block`` makes per user, when wider
+    than the items (TIFU-kNN's similarities to the neighbour pool); it sizes the blocks.
     """
-    block = max(1, _BLOCK_CELLS // max(1, len(cols)))
+    block = max(1, _BLOCK_CELLS // max(1, len(cols), width))
 
     def top_of(start: int) -> tuple[np.ndarray, ...]:
         block_rows = rows[start : start + block]
@@ -491,6 +497,9 @@ def tifuknn_candidates(
             if alpha == 1 or k < 1:
                 return scores
             similarity = (unit[block_rows] @ pool_unit_t).toarray()
+            # cosines are >= 0; zeros (no shared item) are told apart by pool position, the
+            # tie-break, so the partition does not meet long runs of equal values (see _topk)
+            similarity = np.where(similarity > 0, similarity, -1.0 - np.arange(len(pool)))
             own = in_pool[block_rows]
             mine = own >= 0
             similarity[np.flatnonzero(mine), own[mine]] = -np.inf  # not one's own
@@ -505,5 +514,5 @@ def tifuknn_candidates(
             )
             return scores + (1 - alpha) * (pick @ pool_cols).toarray()
 
-        result = _rank_blocks(matrix, rows, cols, depth, score_block, floor=0.0)
+        result = _rank_blocks(matrix, rows, cols, depth, score_block, floor=0.0, width=len(pool))
     return _finish(result, baskets)
