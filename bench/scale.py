@@ -11,7 +11,7 @@ repeat does the same work) as a child process. It prints:
 - seconds per stage, from the Airflow task instances of the run (the dbt sensors summed);
 - rows per second: events in the shop / wall time of ``recpipe run``;
 - peak RSS: the largest sum of RSS over the ``recpipe`` process and all its children, sampled
-  every 0.2 s (and the largest single process);
+  every 0.2 s (and the largest single process), for the whole run and while each stage ran;
 - orchestration overhead = wall time of ``recpipe run`` minus the time inside dbt's model and
   test SQL (sum of ``execution_time`` in dbt's ``run_results.json`` of the run's ``dbt build``,
   one thread) minus the time inside recpipe's Python stage bodies (the ``recpipe stage body``
@@ -56,6 +56,7 @@ class Measured:
     peak_rss: int  # bytes, sum over the process tree
     peak_single_rss: int  # bytes, the largest one process
     output: str
+    rss_series: list[tuple[float, int]] = field(default_factory=list)  # (epoch s, summed RSS)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class RunFigures:
     dbt_sql: float
     dbt_nodes: int
     python_bodies: dict[str, float] = field(default_factory=dict)
+    task_peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, while the task ran
 
     @property
     def overhead(self) -> float:
@@ -80,6 +82,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> Measured:
         cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     peaks = {"sum": 0, "single": 0}
+    series: list[tuple[float, int]] = []
 
     def sample() -> None:
         root = psutil.Process(proc.pid)
@@ -91,6 +94,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> Measured:
             if rss:
                 peaks["sum"] = max(peaks["sum"], sum(rss))
                 peaks["single"] = max(peaks["single"], max(rss))
+                series.append((time.time(), sum(rss)))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -101,7 +105,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> Measured:
     if proc.returncode != 0:
         tail = "\n".join(output.strip().splitlines()[-15:])
         raise SystemExit(f"{' '.join(cmd[2:4])} failed (exit {proc.returncode}):\n{tail}")
-    return Measured(seconds, peaks["sum"], peaks["single"], output)
+    return Measured(seconds, peaks["sum"], peaks["single"], output, series)
 
 
 def recpipe(*args: str) -> list[str]:
@@ -114,18 +118,33 @@ def environment(home: Path) -> dict[str, str]:
     return env
 
 
-def task_seconds(home: Path) -> dict[str, float]:
-    """Duration of every task instance of the latest DAG run, from Airflow's metadata DB."""
+def task_windows(home: Path) -> dict[str, tuple[float, float]]:
+    """(start, end) in epoch seconds of every task instance of the latest DAG run, from
+    Airflow's metadata DB (mapped tasks: from the first start to the last end)."""
+    epoch = "(julianday({}) - 2440587.5) * 86400"
     with sqlite3.connect(home / "airflow" / "airflow.db") as db:
         (run_id,) = db.execute(
             "select run_id from dag_run where dag_id = 'recpipe_daily' order by id desc limit 1"
         ).fetchone()
         rows = db.execute(
-            "select task_id, (julianday(end_date) - julianday(start_date)) * 86400 "
-            "from task_instance where dag_id = 'recpipe_daily' and run_id = ?",
+            f"select task_id, min({epoch.format('start_date')}), max({epoch.format('end_date')}) "
+            "from task_instance where dag_id = 'recpipe_daily' and run_id = ? group by task_id",
             (run_id,),
         ).fetchall()
-    return {task: float(seconds or 0.0) for task, seconds in rows}
+    return {task: (start or 0.0, end or start or 0.0) for task, start, end in rows}
+
+
+def task_seconds(home: Path) -> dict[str, float]:
+    """Duration of every task of the latest DAG run."""
+    return {task: end - start for task, (start, end) in task_windows(home).items()}
+
+
+def task_peaks(home: Path, series: list[tuple[float, int]]) -> dict[str, int]:
+    """The largest summed RSS sampled while each task of the latest DAG run ran."""
+    return {
+        task: max((rss for at, rss in series if start <= at <= end), default=0)
+        for task, (start, end) in task_windows(home).items()
+    }
 
 
 def dbt_sql_seconds(home: Path) -> tuple[float, int]:
@@ -157,6 +176,7 @@ def run_once(home: Path, as_of: date) -> RunFigures:
         peak_rss=done.peak_rss,
         peak_single_rss=done.peak_single_rss,
         tasks=task_seconds(home),
+        task_peak_rss=task_peaks(home, done.rss_series),
         dbt_sql=sql,
         dbt_nodes=nodes,
         python_bodies=python_bodies(home, as_of),
@@ -219,19 +239,23 @@ def bench_size(name: str, work: Path, repeat: int) -> dict:
     return report
 
 
-def stage_rows(figures: RunFigures) -> list[tuple[str, float, float | None]]:
-    """(stage, Airflow task seconds, seconds inside the stage's own work)."""
-    tasks = dict(figures.tasks)
+def stage_rows(figures: RunFigures) -> list[tuple[str, float, float | None, int]]:
+    """(stage, Airflow task seconds, seconds inside the stage's own work, peak RSS bytes of the
+    whole process tree while the stage ran)."""
+    tasks, peaks = dict(figures.tasks), figures.task_peak_rss
     producer = next((t for t in tasks if t.endswith("dbt_producer_watcher")), None)
-    rows: list[tuple[str, float, float | None]] = []
+    rows: list[tuple[str, float, float | None, int]] = []
     if producer:
-        rows.append(("dbt build (producer)", tasks.pop(producer), figures.dbt_sql))
+        rows.append(
+            ("dbt build (producer)", tasks.pop(producer), figures.dbt_sql, peaks.get(producer, 0))
+        )
     dbt_other = [t for t in tasks if t.startswith("dbt.")]
     label = "dbt sensors" if producer else "dbt tasks"
     rows.append((f"{label} ({len(dbt_other)})", sum(tasks.pop(t) for t in dbt_other),
-                 None if producer else figures.dbt_sql))  # fmt: skip
+                 None if producer else figures.dbt_sql,
+                 max((peaks.get(t, 0) for t in dbt_other), default=0)))  # fmt: skip
     for task, seconds in sorted(tasks.items(), key=lambda kv: -kv[1]):
-        rows.append((task, seconds, figures.python_bodies.get(task)))
+        rows.append((task, seconds, figures.python_bodies.get(task), peaks.get(task, 0)))
     return rows
 
 
@@ -243,10 +267,10 @@ def print_report(report: dict) -> None:
           f"({events / report['ingest_s']:,.0f} rows/s, peak {gib(report['ingest_peak_rss'])}); "
           f"airflow set-up {report['airflow_setup_s']} s")  # fmt: skip
     print(f"recpipe run wall times (s): {report['run_walls_s']} -> figures of the median run")
-    print(f"{'stage':<44}{'task s':>9}{'work s':>9}")
-    for stage, seconds, work in stage_rows(figures):
+    print(f"{'stage':<44}{'task s':>9}{'work s':>9}{'peak GiB':>10}")
+    for stage, seconds, work, peak in stage_rows(figures):
         shown = f"{work:9.1f}" if work is not None else f"{'':>9}"
-        print(f"{stage:<44}{seconds:9.1f}{shown}")
+        print(f"{stage:<44}{seconds:9.1f}{shown}{peak / 2**30:10.2f}")
     python = sum(figures.python_bodies.values())
     print(f"wall {wall:.1f} s; {events / wall:,.0f} events/s; peak RSS {gib(figures.peak_rss)} "
           f"(largest process {gib(figures.peak_single_rss)})")  # fmt: skip
