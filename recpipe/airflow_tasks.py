@@ -8,6 +8,8 @@ retrying; every failure is also written to ``pipeline_runs`` before it propagate
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -48,6 +50,19 @@ def stage(run: dict[str, Any]) -> Iterator[Run]:
         raise
     finally:
         log.info(STAGE_TIMING, _task_id(), time.perf_counter() - started)
+        release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Give the memory a stage freed back to the operating system. glibc keeps freed heap for
+    reuse, so a process that runs several stages (``recpipe run``, a worker) held the largest
+    stage's frames long after it ended: at 10M events the stages peaked at 3.5-4.2 GB alone and
+    7.1 GB in one process. No-op where there is no glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _task_id() -> str:

@@ -43,8 +43,9 @@ __all__ = ["als_candidates", "item_knn_candidates", "tifuknn_candidates"]
 
 OUTPUT_COLUMNS = ["user_id", "item_id", "score", "rank"]
 
-# Dense score blocks are scored this many cells at a time (float32: 64 MiB per block).
-_BLOCK_CELLS = 1 << 24
+# Dense score blocks are scored this many cells at a time (64 MiB per float64 block; a few
+# temporaries of that size per thread of _workers()).
+_BLOCK_CELLS = 1 << 23
 
 
 # --------------------------------------------------------------------------------------------
