@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -57,7 +58,14 @@ def release_freed_memory() -> None:
     """Give the memory a stage freed back to the operating system. glibc keeps freed heap for
     reuse, so a process that runs several stages (``recpipe run``, a worker) held the largest
     stage's frames long after it ended: at 10M events the stages peaked at 3.5-4.2 GB alone and
-    7.1 GB in one process. No-op where there is no glibc."""
+    7.1 GB in one process. No-op where there is no glibc.
+
+    Also drops dbt-duckdb's cached connection if dbt ran in this process (cosmos' dbt runner
+    in ``recpipe run``): it kept DuckDB's buffer pool (up to the memory limit) filled until the
+    process exited, under every later stage. dbt reopens it if it runs again."""
+    connections = sys.modules.get("dbt.adapters.duckdb.connections")
+    if connections is not None:
+        connections.DuckDBConnectionManager.close_all_connections()
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
