@@ -15,6 +15,24 @@ def baskets(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
     return frame[["user_id", "item_id", "basket_id", "basket_ts"]].reset_index(drop=True)
 
 
+def random_shop(
+    *, seed: int, users: int, per_user: tuple[int, int], items: int, basket_size: int
+) -> pd.DataFrame:
+    """Users with a random number of baskets (in ``per_user``, end excluded), one a day, each of
+    ``basket_size`` distinct items out of ``items``."""
+    rng = np.random.default_rng(seed)
+    return baskets(
+        [
+            (f"u{u:03d}", f"o{u:03d}_{b:02d}", f"2020-01-{1 + b:02d}", ",".join(chosen))
+            for u in range(users)
+            for b in range(int(rng.integers(*per_user)))
+            for chosen in [
+                rng.choice([f"i{i}" for i in range(items)], size=basket_size, replace=False)
+            ]
+        ]
+    )
+
+
 # u1: oldest {a, b}, then {a}, latest {c}; u2 and u3 share taste, u3 also buys d
 SHOP = baskets(
     [
@@ -65,14 +83,7 @@ def test_contract_depth_availability_and_determinism():
 def test_scores_do_not_depend_on_the_order_of_the_rows():
     """A warehouse returns rows in any order; the decayed frequencies are sums of floats, so
     they must be added in one order whatever the input's, or a last bit flips a tie."""
-    rng = np.random.default_rng(7)
-    rows = [
-        (f"u{u:03d}", f"o{u:03d}_{b:02d}", f"2020-01-{1 + b:02d}", ",".join(items))
-        for u in range(200)
-        for b in range(int(rng.integers(5, 25)))
-        for items in [rng.choice([f"i{i}" for i in range(30)], size=4, replace=False)]
-    ]
-    shop = baskets(rows)
+    shop = random_shop(seed=7, users=200, per_user=(5, 25), items=30, basket_size=4)
     users = sorted(shop["user_id"].unique())
     items = sorted(shop["item_id"].unique())
     expected = tifuknn_candidates(shop, users, items, neighbours=20, neighbour_pool=150)
@@ -109,17 +120,10 @@ def test_bad_parameters_raise():
 
 
 def test_one_thread_or_four_score_alike(monkeypatch):
-    """Blocks of users (here 2 each) are scored on several threads and joined in order."""
+    """Blocks of users (here 6 each) are scored on several threads and joined in order."""
     import recpipe.candidates_python as module
 
-    rng = np.random.default_rng(11)
-    rows = [
-        (f"u{u:03d}", f"o{u:03d}_{b:02d}", f"2020-01-{1 + b:02d}", ",".join(items))
-        for u in range(120)
-        for b in range(int(rng.integers(3, 12)))
-        for items in [rng.choice([f"i{i}" for i in range(40)], size=5, replace=False)]
-    ]
-    shop = baskets(rows)
+    shop = random_shop(seed=11, users=120, per_user=(3, 12), items=40, basket_size=5)
     users, items = sorted(shop["user_id"].unique()), sorted(shop["item_id"].unique())
     monkeypatch.setattr(module, "_BLOCK_CELLS", 2 * 120)
     runs = []
