@@ -12,6 +12,7 @@ timestamps written (``started_at``, ``trained_at``) are bookkeeping only.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 
 import pandas as pd
@@ -92,11 +93,29 @@ def generate_python_candidates(
     written = 0
     with session(settings) as wh:
         parts = python_candidate_rows(wh, run_cutoffs(run, settings), settings, where)
-        # the first part replaces the table a failed attempt may have left; the others append
-        for index, part in enumerate(parts):
-            wh.write_df(part, *stage_table(run, where, PYTHON_CANDIDATES), append=index > 0)
-            written += part.num_rows
+        # the first write replaces the table a failed attempt may have left; the others append
+        for index, rows in enumerate(_batches(parts, _STAGE_WRITE_ROWS)):
+            wh.write_df(rows, *stage_table(run, where, PYTHON_CANDIDATES), append=index > 0)
+            written += rows.num_rows
     return written
+
+
+# Python candidate rows per staging write: one write for a small shop (on BigQuery each write is
+# a load job of several seconds), a few hundred MB of Arrow at most at 10M events.
+_STAGE_WRITE_ROWS = 4_000_000
+
+
+def _batches(parts: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """``parts`` (of one schema) concatenated, in order, into tables of at least ``rows`` rows
+    (the last may have fewer)."""
+    buffer: list[pa.Table] = []
+    for part in parts:
+        buffer.append(part)
+        if sum(t.num_rows for t in buffer) >= rows:
+            yield pa.concat_tables(buffer)
+            buffer = []
+    if buffer:
+        yield pa.concat_tables(buffer)
 
 
 def merge_python_candidates(run: Run, settings: Settings | None = None) -> int:
