@@ -13,11 +13,12 @@ repeat does the same work) as a child process. It prints:
 - peak RSS: the largest sum of RSS over the ``recpipe`` process and all its children, sampled
   every 0.2 s (and the largest single process), for the whole run and while each stage ran;
 - orchestration overhead = wall time of ``recpipe run`` minus the time inside dbt's model and
-  test SQL (sum of ``execution_time`` in dbt's ``run_results.json`` of the run's ``dbt build``,
-  one thread) minus the time inside recpipe's Python stage bodies (the ``recpipe stage body``
-  lines that :func:`recpipe.airflow_tasks.stage` logs around each stage). What is left is
-  process start, imports, DAG parsing, Airflow's scheduling and task start-up, dbt's start-up
-  and parsing, and the sensors.
+  test SQL (the wall time during which dbt ran at least one node, from the node timings in
+  ``run_results.json`` of the run's ``dbt build``, which runs several nodes at once) minus the
+  time inside recpipe's Python stage bodies (the ``recpipe stage body`` lines that
+  :func:`recpipe.airflow_tasks.stage` logs around each stage). What is left is process
+  start, imports, DAG parsing, Airflow's scheduling and task start-up, dbt's start-up and
+  parsing, and the sensors.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -148,9 +149,30 @@ def task_peaks(home: Path, series: list[tuple[float, int]]) -> dict[str, int]:
 
 
 def dbt_sql_seconds(home: Path) -> tuple[float, int]:
-    """Seconds dbt spent executing model and test SQL in the run's ``dbt build``."""
+    """Wall seconds during which dbt ran at least one model or test (compiling and executing
+    it) in the run's ``dbt build``: the union of the nodes' timing intervals, since dbt runs
+    several nodes at once (profile ``threads``); a node without timing counts its
+    ``execution_time``."""
     results = json.loads((home / "dbt" / "run_results.json").read_text())["results"]
-    return sum(r.get("execution_time") or 0.0 for r in results), len(results)
+    intervals, untimed = [], 0.0
+    for result in results:
+        stamps = [
+            (datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["completed_at"]))
+            for t in result.get("timing") or []
+            if t.get("started_at") and t.get("completed_at")
+        ]
+        if stamps:
+            intervals.append((min(s for s, _ in stamps), max(e for _, e in stamps)))
+        else:
+            untimed += result.get("execution_time") or 0.0
+    covered, reach = 0.0, None
+    for start, end in sorted(intervals):
+        if reach is not None and start < reach:
+            start = reach
+        if end > start:
+            covered += (end - start).total_seconds()
+        reach = end if reach is None else max(reach, end)
+    return covered + untimed, len(results)
 
 
 def python_bodies(home: Path, as_of: date) -> dict[str, float]:
