@@ -37,7 +37,9 @@ from recpipe.dag_definition import (
     dag_concurrency,
     dbt_execution_mode,
     dbt_producer_args,
+    dbt_task_env,
     dbt_watcher_args,
+    push_final_node_events_only,
     watch_after_build,
 )
 from recpipe.dbt_manifest import require_manifest
@@ -115,7 +117,7 @@ def recpipe_daily():
         ),
         operator_args={
             "vars": dbt_vars_template(RESOLVE, settings),
-            "env": settings.dbt_env(),
+            "env": dbt_task_env(settings),
             "append_env": True,
             "install_deps": False,
             "retries": 0,
@@ -123,6 +125,7 @@ def recpipe_daily():
         },
     )
     watch_after_build(dbt)
+    push_final_node_events_only()
 
     @task(task_id="gate__features", retries=0)
     def gate_features(run: dict) -> None:
