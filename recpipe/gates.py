@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 from recpipe.tables import PUBLISHED
@@ -79,6 +78,8 @@ def record(wh: Warehouse, run_date: date, run_id: str, results: list[CheckResult
     """Store results in ``dq_results``, replacing this run's earlier results for the same checks."""
     if not results:
         return
+    import pandas as pd
+
     checked_at = datetime.now(UTC).replace(tzinfo=None)
     frame = pd.DataFrame(
         {

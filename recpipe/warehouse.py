@@ -15,11 +15,10 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pandas as pd
-
 from recpipe.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
 
 WORK = "work"
@@ -612,6 +611,8 @@ class BigQueryWarehouse:
             )
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         frame = self.query_arrow(sql, params).to_pandas()
         for column in frame.columns:
             if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
