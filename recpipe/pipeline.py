@@ -109,11 +109,13 @@ def _batches(parts: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
     """``parts`` (of one schema) concatenated, in order, into tables of at least ``rows`` rows
     (the last may have fewer)."""
     buffer: list[pa.Table] = []
+    buffered = 0
     for part in parts:
         buffer.append(part)
-        if sum(t.num_rows for t in buffer) >= rows:
+        buffered += part.num_rows
+        if buffered >= rows:
             yield pa.concat_tables(buffer)
-            buffer = []
+            buffer, buffered = [], 0
     if buffer:
         yield pa.concat_tables(buffer)
 

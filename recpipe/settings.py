@@ -30,6 +30,8 @@ DAGS_DIR = _shipped("dags")
 PLUGINS_DIR = _shipped("plugins")
 
 WAREHOUSES = ("duckdb", "bigquery")
+# dbt threads on DuckDB (RECPIPE_DBT_THREADS): docs/decisions.md has the measurements.
+DEFAULT_DBT_THREADS = 2
 
 
 def dbt_executable() -> str:
@@ -54,6 +56,8 @@ class Settings:
     with the shop once there are enough labelled baskets; scoring always serves every user.
     duckdb_memory_limit: DuckDB's ``memory_limit`` for dbt and the Python stages alike (beyond it
     DuckDB spills to disk instead of taking more RAM); DuckDB's own default is 80 % of RAM.
+    dbt_threads: models and tests dbt runs at once on DuckDB (BigQuery: the profile's own).
+    More overlap dbt's per-node work with SQL on a small shop, but share one memory limit.
     user_shards: the Python candidate and scoring stages run as this many mapped tasks, one per
     contiguous slice of the users (each its own task a different worker can take; DuckDB runs
     them one at a time).
@@ -75,6 +79,7 @@ class Settings:
     users_per_chunk: int = 2_500
     max_labelled_users: int = 20_000
     duckdb_memory_limit: str = "3GB"
+    dbt_threads: int = DEFAULT_DBT_THREADS
     user_shards: int = 1
     lock_timeout_s: int = 30
     bq_project: str | None = None
@@ -132,6 +137,7 @@ class Settings:
         env = {
             "RECPIPE_DUCKDB_PATH": str(self.duckdb_path),
             "RECPIPE_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
+            "RECPIPE_DBT_THREADS": str(self.dbt_threads),
             "RECPIPE_DBT_TARGET": self.dbt_target,
         }
         if self.bq_project:
@@ -229,6 +235,7 @@ def load_settings() -> Settings:
         users_per_chunk=_int_env("RECPIPE_USERS_PER_CHUNK", 2_500),
         max_labelled_users=_positive_int_env("RECPIPE_MAX_LABELLED_USERS", 20_000),
         duckdb_memory_limit=_memory_env("RECPIPE_DUCKDB_MEMORY_LIMIT", "3GB"),
+        dbt_threads=_positive_int_env("RECPIPE_DBT_THREADS", DEFAULT_DBT_THREADS),
         user_shards=_positive_int_env("RECPIPE_USER_SHARDS", 1),
         lock_timeout_s=_int_env("RECPIPE_LOCK_TIMEOUT_S", 30),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,

@@ -154,3 +154,36 @@ def test_a_memory_limit_that_is_no_amount_is_refused(recpipe_home, monkeypatch, 
     monkeypatch.setenv("RECPIPE_DUCKDB_MEMORY_LIMIT", value)
     with pytest.raises(ValueError, match="RECPIPE_DUCKDB_MEMORY_LIMIT must be an amount"):
         load_settings()
+
+
+@pytest.mark.parametrize(("target", "endpoint"), [("bigquery", None), ("bigquery_emulator", "x")])
+def test_both_ways_to_the_bigquery_profile_agree(recpipe_home, target, endpoint):
+    """profiles.yml (Application Default Credentials) and the profile cosmos builds from the
+    Airflow connection set the same target fields: production BigQuery runs 4 threads of jobs,
+    the emulator (one DuckDB connection behind every session) one."""
+    import yaml
+
+    from recpipe.dbt_profile import bigquery_profile_args
+
+    profile = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+    written = profile["recpipe"]["outputs"][target]
+    built = bigquery_profile_args(replace(load_settings(), bq_api_endpoint=endpoint))
+    for field in ("dataset", "threads", "job_retries"):
+        assert written[field] == built[field], field
+    assert written["threads"] == (1 if endpoint else 4)
+
+
+def test_dbt_threads_on_duckdb_come_from_the_setting(recpipe_home, monkeypatch, tmp_path):
+    monkeypatch.setenv("RECPIPE_DBT_THREADS", "3")
+    settings = load_settings()
+    assert settings.dbt_env()["RECPIPE_DBT_THREADS"] == "3"
+    with session(settings):  # creates the warehouse file dbt opens
+        pass
+    done = run_dbt(
+        "compile",
+        settings,
+        as_of="2026-03-01",
+        work_dir=tmp_path / "dbt",
+        extra_args=("--select", "int_cutoffs"),
+    )
+    assert "Concurrency: 3 threads (target='duckdb')" in done.stdout
