@@ -18,7 +18,7 @@ from recpipe.dbt_manifest import (
     require_manifest,
     sources_digest,
 )
-from recpipe.settings import DBT_PROJECT_DIR, load_settings, settings_mismatch
+from recpipe.settings import DBT_PROJECT_DIR, DEFAULT_DBT_THREADS, load_settings, settings_mismatch
 from recpipe.warehouse import session
 
 
@@ -187,3 +187,6 @@ def test_dbt_threads_on_duckdb_come_from_the_setting(recpipe_home, monkeypatch, 
         extra_args=("--select", "int_cutoffs"),
     )
     assert "Concurrency: 3 threads (target='duckdb')" in done.stdout
+    # dbt run on its own (no recpipe settings in its env) falls back to the same default
+    fallback = f"env_var('RECPIPE_DBT_THREADS', '{DEFAULT_DBT_THREADS}')"
+    assert fallback in (DBT_PROJECT_DIR / "profiles.yml").read_text()
