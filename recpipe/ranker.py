@@ -120,13 +120,25 @@ def candidate_frame(
     with_labels: bool,
     users: tuple[str, str] | None = None,
     users_in: str | None = None,
+    sample: RankerParams | None = None,
 ) -> pd.DataFrame:
     """All candidates of every source at ``cutoff`` with their features (and labels); only
     those of users from ``users[0]`` to ``users[1]`` (inclusive) when given, and only those of
-    the users that the query ``users_in`` returns (it may use ``@cutoff``) when given."""
+    the users that the query ``users_in`` returns (it may use ``@cutoff``) when given. With
+    ``sample`` (labels only): the training sample of :func:`sample_training_rows`, drawn in the
+    warehouse, so only the kept rows are joined to their features and read."""
+    if sample is not None and not with_labels:
+        raise ValueError("a training sample needs the labels")
     where = _candidates_at_cutoff(users_in)
     if users:
         where += " and user_id between @first_user and @last_user"
+    labels = (
+        f"left join {wh.table('intermediate', 'int_labels')} l on l.as_of_date = @cutoff "
+        "and l.user_id = c.user_id and l.item_id = c.item_id"
+    )
+    candidates = f"with pivoted as ({sources.pivot_sql(wh, where)}), " + (
+        _sampled(labels, sample) if sample else "candidates as (select * from pivoted)"
+    )
     selects, joins = ["c.*"], []
     for alias, (table, keys) in enumerate(FEATURE_TABLES.items()):
         columns = [col for col in wh.columns("features", table) if col not in NON_FEATURES]
@@ -138,12 +150,9 @@ def candidate_frame(
         )
     if with_labels:
         selects += ["coalesce(l.label, 0) as label", "coalesce(l.purchased, false) as purchased"]
-        joins.append(
-            f"left join {wh.table('intermediate', 'int_labels')} l on l.as_of_date = @cutoff "
-            "and l.user_id = c.user_id and l.item_id = c.item_id"
-        )
+        joins.append(labels)
     sql = f"""
-        with candidates as ({sources.pivot_sql(wh, where)})
+        {candidates}
         select {", ".join(selects)}
         from candidates c
         {" ".join(joins)}
@@ -165,6 +174,37 @@ def candidate_frame(
     return frame
 
 
+def _draw_key(user: str, item: str, seed: int) -> str:
+    """The sampling draw of a negative (user, item): in the warehouse's SQL and in pandas."""
+    return f"{user}|{item}|{seed}"
+
+
+def _sampled(labels: str, params: RankerParams) -> str:
+    """CTEs after ``pivoted``: ``candidates``, those of ``pivoted`` in the sample of
+    :func:`sample_training_rows`: users with a positive label, their positives and the
+    ``max_negatives_per_user`` negatives first by the MD5 of :func:`_draw_key` (DuckDB's hex
+    string and BigQuery's bytes sort alike; item_id breaks a tie)."""
+    key = _draw_key("' || c.user_id || '", "' || c.item_id || '", int(params.seed))
+    return f"""
+        drawn as (
+            select c.user_id, c.item_id, coalesce(l.label, 0) as label,
+                max(coalesce(l.label, 0)) over (partition by c.user_id) as best_label,
+                row_number() over (
+                    partition by c.user_id, coalesce(l.label, 0) > 0
+                    order by md5('{key}'), c.item_id
+                ) as draw
+            from pivoted c
+            {labels}
+        ),
+        candidates as (
+            select c.* from pivoted c
+            join drawn d on d.user_id = c.user_id and d.item_id = c.item_id
+            where d.best_label > 0
+                and (d.label > 0 or d.draw <= {int(params.max_negatives_per_user)})
+        )
+    """
+
+
 def shard_slice(users: list[str], shard: tuple[int, int]) -> list[str]:
     """Shard ``i`` of ``n`` of the sorted ``users``: the i-th of n contiguous slices whose sizes
     differ by at most one (empty when there are fewer users than shards)."""
@@ -182,12 +222,14 @@ def candidate_frames(
     users_per_chunk: int,
     shard: tuple[int, int] = (0, 1),
     users_in: str | None = None,
+    sample: RankerParams | None = None,
 ) -> Iterator[pd.DataFrame]:
     """:func:`candidate_frame` in chunks of at most ``users_per_chunk`` users (consecutive
     user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop;
     only the users of ``shard`` (index, count): :func:`shard_slice`. Every stage that uses them
     works per user, so neither the chunks nor the shards change a result. ``users_in``: only
-    the users this query returns (see :func:`candidate_frame`)."""
+    the users this query returns, and ``sample``: the training sample (see
+    :func:`candidate_frame`)."""
     unions = sources.union_sql(wh, "user_id", _candidates_at_cutoff(users_in))
     every_user = wh.query_df(
         f"select distinct user_id from ({unions}) as candidate_users order by user_id",
@@ -195,7 +237,7 @@ def candidate_frames(
     )["user_id"].tolist()
     users = shard_slice(every_user, shard)
     if not users:  # an empty frame with every column, from a user range nothing falls in
-        yield candidate_frame(wh, cutoff, with_labels=with_labels, users=("1", "0"))
+        yield candidate_frame(wh, cutoff, with_labels=with_labels, users=("1", "0"), sample=sample)
         return
     for start in range(0, len(users), max(1, users_per_chunk)):
         chunk = users[start : start + max(1, users_per_chunk)]
@@ -205,6 +247,7 @@ def candidate_frames(
             with_labels=with_labels,
             users=(chunk[0], chunk[-1]),
             users_in=users_in,
+            sample=sample,
         )
 
 
@@ -217,19 +260,19 @@ def training_rows(
     max_users: int | None = None,
 ) -> pd.DataFrame:
     """The sampled, labelled training rows at ``cutoff`` (:func:`sample_training_rows`, per
-    user), gathered chunk by chunk; of at most ``max_users`` labelled users
-    (:func:`sample_of_users`)."""
-    parts = [
-        sample_training_rows(frame, params)
-        for frame in candidate_frames(
+    user, drawn in the warehouse), gathered chunk by chunk; of at most ``max_users`` labelled
+    users (:func:`sample_of_users`)."""
+    parts = list(
+        candidate_frames(
             # users without an event in the window have no positive: sampling drops them anyway
             wh,
             cutoff,
             with_labels=True,
             users_per_chunk=users_per_chunk,
             users_in=sample_of_users(labelled_users(wh), max_users),
+            sample=params,
         )
-    ]
+    )
     rows = pd.concat(parts, ignore_index=True)
     return rows.sort_values(["user_id", "item_id"]).reset_index(drop=True)
 
@@ -300,22 +343,35 @@ def _stable_fraction(values: pd.Series, salt: str) -> np.ndarray:
 
 def sample_training_rows(frame: pd.DataFrame, params: RankerParams) -> pd.DataFrame:
     """Keep queries (users, or (cutoff, user) when stacked) with a positive; all their
-    positives and at most N random negatives (a stable draw per query and item; ties keep the
-    frame's order). Selects by position and copies only the kept rows: a chunk of 2,500 users
-    is ~700 MB at 10M events, and whole-frame copies tripled it."""
+    positives and at most N random negatives: those first by the MD5 of :func:`_draw_key`, then
+    by item, the draw :func:`candidate_frame` makes in the warehouse (independent of row order).
+    Selects by position and copies only the kept rows: a chunk of 2,500 users is ~700 MB at 10M
+    events, and whole-frame copies tripled it."""
     query = _query(frame).to_numpy()
     label = frame["label"].to_numpy()
     in_positive = pd.Series(query).isin(pd.unique(query[label > 0])).to_numpy()
     negative = np.flatnonzero(in_positive & (label == 0))
-    keys = pd.Series(query[negative]) + "|" + pd.Series(frame["item_id"].to_numpy()[negative])
-    draw = _stable_fraction(keys, str(params.seed))
     codes = pd.factorize(query[negative], sort=True)[0]
-    order = np.lexsort((draw, codes))  # by query, then draw; stable
+    over_cap = np.bincount(codes)[codes] > params.max_negatives_per_user
+    keep = negative[~over_cap]  # no draw needed: every negative of such a query is kept
+    negative = negative[over_cap]
+    codes = pd.factorize(query[negative], sort=True)[0]
+    users = frame["user_id"].to_numpy()[negative]
+    items = frame["item_id"].to_numpy()[negative]
+    draw = np.array(
+        [
+            hashlib.md5(_draw_key(user, item, params.seed).encode()).hexdigest()
+            for user, item in zip(users, items, strict=True)
+        ],
+        dtype="U32",
+    )
+    item_order = pd.factorize(items, sort=True)[0]
+    order = np.lexsort((item_order, draw, codes))  # by query, then draw, then item
     grouped = codes[order]
     starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
     rank_in_query = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     chosen = negative[order[rank_in_query < params.max_negatives_per_user]]
-    rows = np.concatenate([np.flatnonzero(in_positive & (label > 0)), chosen])
+    rows = np.concatenate([np.flatnonzero(in_positive & (label > 0)), keep, chosen])
     sampled = frame.iloc[rows].assign(_query=query[rows])
     sampled = sampled.sort_values(["_query", "item_id"]).reset_index(drop=True)
     return sampled.drop(columns=["_query"])

@@ -56,6 +56,9 @@ def test_negative_sampling_keeps_positives_and_caps_negatives():
         frame.sample(frac=1, random_state=3), ranker.RankerParams(max_negatives_per_user=5)
     )
     pd.testing.assert_frame_equal(sampled, again)  # independent of row order
+    # a sample is its own sample (train() samples what training_rows drew in the warehouse)
+    params = ranker.RankerParams(max_negatives_per_user=5)
+    pd.testing.assert_frame_equal(ranker.sample_training_rows(sampled, params), sampled)
 
 
 def test_stacked_cutoffs_make_one_query_per_cutoff_and_user():
