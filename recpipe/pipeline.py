@@ -158,26 +158,28 @@ def train_or_load_ranker(run: Run, settings: Settings | None = None) -> str:
     and the champion's version is returned instead. Returns the version that serves D.
     """
     settings = settings or load_settings()
+    as_of = run.as_of_date
+    cutoffs = run_cutoffs(run, settings)
+    params = ranker.RankerParams(seed=settings.seed)
+    stacked = train_cutoffs(cutoffs)
     with session(settings) as wh:
         ensure_tables(wh)
-        as_of = run.as_of_date
         if run.retrain != "always":
             serving = model_registry.reusable_champion(wh, settings, as_of, run.retrain)
             if serving is not None:
                 return serving
-        cutoffs = run_cutoffs(run, settings)
-        params = ranker.RankerParams(seed=settings.seed)
-        stacked = train_cutoffs(cutoffs)
-        trained = ranker.train(
-            ranker.stacked_training_rows(
-                wh,
-                stacked,
-                params,
-                users_per_chunk=settings.users_per_chunk,
-                max_users=settings.max_labelled_users,
-            ),
+        rows = ranker.stacked_training_rows(
+            wh,
+            stacked,
             params,
+            users_per_chunk=settings.users_per_chunk,
+            max_users=settings.max_labelled_users,
         )
+    # Trained with the warehouse closed: DuckDB's buffer pool, filled by the reads, would
+    # otherwise stay beside LightGBM's copies (10M events: 5.7 GiB at the peak).
+    trained = ranker.train(rows, params)
+    del rows
+    with session(settings) as wh:
         version = f"lgbm-{as_of:%Y%m%d}-{trained.version_hash}"
         path = ranker.save(trained, settings.models_dir, version)
         metrics, baselines = evaluate_on_window(

@@ -183,24 +183,24 @@ def _sampled(labels: str, params: RankerParams) -> str:
     """CTEs after ``pivoted``: ``candidates``, those of ``pivoted`` in the sample of
     :func:`sample_training_rows`: users with a positive label, their positives and the
     ``max_negatives_per_user`` negatives first by the MD5 of :func:`_draw_key` (DuckDB's hex
-    string and BigQuery's bytes sort alike; item_id breaks a tie)."""
+    string and BigQuery's bytes sort alike; item_id breaks a tie). One pass over ``pivoted``
+    (a second reference would compute the pivot twice)."""
     key = _draw_key("' || c.user_id || '", "' || c.item_id || '", int(params.seed))
+    label = "coalesce(l.label, 0)"
     return f"""
         drawn as (
-            select c.user_id, c.item_id, coalesce(l.label, 0) as label,
-                max(coalesce(l.label, 0)) over (partition by c.user_id) as best_label,
+            select c.*, {label} as draw_label,
+                max({label}) over (partition by c.user_id) as best_label,
                 row_number() over (
-                    partition by c.user_id, coalesce(l.label, 0) > 0
-                    order by md5('{key}'), c.item_id
+                    partition by c.user_id, {label} > 0 order by md5('{key}'), c.item_id
                 ) as draw
             from pivoted c
             {labels}
         ),
         candidates as (
-            select c.* from pivoted c
-            join drawn d on d.user_id = c.user_id and d.item_id = c.item_id
-            where d.best_label > 0
-                and (d.label > 0 or d.draw <= {int(params.max_negatives_per_user)})
+            select {", ".join(sources.pivot_columns())} from drawn
+            where best_label > 0
+                and (draw_label > 0 or draw <= {int(params.max_negatives_per_user)})
         )
     """
 

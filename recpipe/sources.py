@@ -116,6 +116,12 @@ def union_sql(wh: Warehouse, columns: str, where: str) -> str:
     )
 
 
+def pivot_columns() -> list[str]:
+    """The columns of :func:`pivot_sql`, in its order."""
+    scores = [f"cand_{name}_{what}" for name in NAMES for what in ("score", "rank")]
+    return ["user_id", "item_id", *scores, "cand_n_sources", "sources"]
+
+
 def pivot_sql(wh: Warehouse, where: str) -> str:
     """One row per (user_id, item_id) proposed by any source among the rows matching ``where``:
     ``cand_<source>_score`` and ``cand_<source>_rank`` of every source (NULL where it did not
