@@ -117,7 +117,8 @@ def union_sql(wh: Warehouse, columns: str, where: str) -> str:
 
 
 def pivot_columns() -> list[str]:
-    """The columns of :func:`pivot_sql`, in its order."""
+    """The columns of :func:`pivot_sql`, in its order (the training sample selects them by
+    name; tests/reliability/test_chunked_ranking.py fails when the two lists part)."""
     scores = [f"cand_{name}_{what}" for name in NAMES for what in ("score", "rank")]
     return ["user_id", "item_id", *scores, "cand_n_sources", "sources"]
 
