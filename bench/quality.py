@@ -19,6 +19,8 @@ Runs recpipe's stages for one as-of date on two datasets and prints one table:
     (NDCG@10/20, Recall@10/20, repeat vs new-item recall, as the shared ``score.py`` defines
     them). Every truth basket falls on D, so D-1 is thin by construction: the bench relaxes the
     raw volume gate through ``RECPIPE_GATES_FILE`` (a copy of gates.yml written to the work dir).
+    Settings of a year-long grocery log: 14-day label windows, 12 stacked training cutoffs (half
+    a year of labelled baskets) and 365 history days (every basket of the year is seen).
 
 For speed the stages are called directly (``dbt build`` in a subprocess, then the
 ``recpipe.pipeline`` functions the DAG tasks call), not through Airflow: the same code and
@@ -59,7 +61,9 @@ ROWS = ("ranker", "personal_top_frequency", *SOURCE_BASELINES)
 INSTACART = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instacart_valid"
 INSTACART_AS_OF = date(2017, 6, 30)
 INSTACART_LABEL_DAYS = 14
-INSTACART_TRAIN_CUTOFFS = 3
+INSTACART_TRAIN_CUTOFFS = 12
+# a year of grocery history: features and sources see every basket (the settings' default 180)
+INSTACART_HISTORY_DAYS = 365
 # Reference recommenders measured on the split (its README): NDCG@10, Recall@10, new recall@10.
 INSTACART_REFERENCE = {
     "global popularity": (0.108, 0.076, 0.030),
@@ -129,6 +133,7 @@ def run_pipeline(
     users: Path | None = None,
     publish: bool = False,
     train_cutoffs: int = 1,
+    history_days: int = 180,
 ) -> dict:
     """Ingest, build dbt, run the Python stages for ``as_of``; return the measured figures.
 
@@ -138,6 +143,7 @@ def run_pipeline(
     os.environ["RECPIPE_HOME"] = str(home)
     os.environ["RECPIPE_LABEL_DAYS"] = str(label_days)
     os.environ["RECPIPE_TRAIN_CUTOFFS"] = str(train_cutoffs)
+    os.environ["RECPIPE_HISTORY_DAYS"] = str(history_days)
     from recpipe import pipeline
     from recpipe.dbt_cli import DbtCommandFailed, run_dbt
     from recpipe.gates import GateFailed
@@ -282,7 +288,9 @@ def score_published(published: pd.DataFrame, truth: pd.DataFrame, history: pd.Da
     return figures
 
 
-def run_instacart(work: Path, data: Path, label_days: int, train_cutoffs: int) -> dict:
+def run_instacart(
+    work: Path, data: Path, label_days: int, train_cutoffs: int, history_days: int
+) -> dict:
     """The pipeline for 2017-06-30 on the shared Instacart split, its published lists scored."""
     missing = [f for f in ("events.csv", "items.csv", "truth.csv") if not (data / f).exists()]
     if missing:
@@ -297,6 +305,7 @@ def run_instacart(work: Path, data: Path, label_days: int, train_cutoffs: int) -
         label_days,
         publish=True,
         train_cutoffs=train_cutoffs,
+        history_days=history_days,
     )
     truth = pd.read_csv(data / "truth.csv", dtype=str)
     history = pd.read_csv(data / "events.csv", usecols=["user_id", "item_id"], dtype=str)
@@ -342,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instacart-dir", type=Path, default=INSTACART)
     parser.add_argument("--instacart-label-days", type=int, default=INSTACART_LABEL_DAYS)
     parser.add_argument("--instacart-train-cutoffs", type=int, default=INSTACART_TRAIN_CUTOFFS)
+    parser.add_argument("--instacart-history-days", type=int, default=INSTACART_HISTORY_DAYS)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="recpipe-bench-"))
@@ -353,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset == "instacart":
         results.append(
             run_instacart(
-                work, args.instacart_dir, args.instacart_label_days, args.instacart_train_cutoffs
+                work,
+                args.instacart_dir,
+                args.instacart_label_days,
+                args.instacart_train_cutoffs,
+                args.instacart_history_days,
             )
         )
     if args.dataset in ("shop", "both"):
