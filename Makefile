@@ -29,7 +29,7 @@ demo: venv
 ## Lint, then every test suite: fast unit/DAG tests and the slow end-to-end ones, on pytest-xdist
 ## workers, a test file at a time (tests/conftest.py: work units). Three on a 2-core box: the
 ## suite waits much of its time (scheduler loops, the emulator, process start-ups): two workers
-## kept ~1.65 of the 2 cores busy, three 1.9 (docs/decisions.md).
+## kept ~1.65 of the 2 cores busy, three 1.8-1.9 (docs/decisions.md).
 TEST_WORKERS ?= 3
 test: venv bqemulator lint manifest
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder --durations=20

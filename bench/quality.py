@@ -61,7 +61,7 @@ ROWS = ("ranker", "personal_top_frequency", *SOURCE_BASELINES)
 INSTACART = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instacart_valid"
 INSTACART_AS_OF = date(2017, 6, 30)
 # 55 validation users, and few labelled ones per 14-day window: trained on one window the ranker
-# swung from -2 % to +73 % over popularity with the seed; on six (275 queries of 135 users) it
+# swung from -1.6 % to +73 % over popularity with the seed; on six (275 queries of 135 users) it
 # was +84 % to +98 % (docs/BENCHMARKS.md)
 ML100K_TRAIN_CUTOFFS = 6
 INSTACART_LABEL_DAYS = 14
