@@ -26,7 +26,7 @@ from recpipe.tables import (
     UNION_SOURCE,
     ensure_tables,
 )
-from recpipe.validation import truth_sql, window_truth
+from recpipe.validation import sampled_truth_sql, window_truth
 from recpipe.warehouse import Warehouse, batch_table
 
 
@@ -158,24 +158,28 @@ def replace_python_candidates(wh: Warehouse, staged: str, cutoffs: dict[str, dat
     )
 
 
-def measure_candidate_recall(wh: Warehouse, run: Run, cutoff: date, depth: int) -> dict[str, float]:
+def measure_candidate_recall(
+    wh: Warehouse, run: Run, cutoff: date, depth: int, max_users: int | None = None
+) -> dict[str, float]:
     """Recall of each candidate source and of their union at ``depth`` on the window after
     ``cutoff``; stored in ``recpipe.candidate_recall`` (this run's rows replaced).
 
     Truth is :func:`recpipe.validation.window_truth` (purchases, or any event if the window has
-    none) of every user with one, so users the candidates miss entirely count as misses.
+    none) of every user with one (at most ``max_users`` of them: the validation sample, the
+    only users with candidates at the valid cutoff), so users the candidates miss entirely
+    count as misses.
     Returns {source: recall, "union": ..}. Only the candidates that are in the truth are read
     (the join runs in the warehouse): recall counts nothing else, and at 10M events a cutoff's
     candidates are ~100M rows.
     """
     ensure_tables(wh)
-    truth = window_truth(wh, cutoff)
+    truth = window_truth(wh, cutoff, max_users)
     recall: dict[str, float] = {}
     found_all = []
     for source in sources.SOURCES:
         found = wh.query_df(
             f"select c.user_id, c.item_id from {wh.table('candidates', source.table)} c "
-            f"inner join ({truth_sql(wh)}) as truth "
+            f"inner join ({sampled_truth_sql(wh, max_users)}) as truth "
             "on truth.user_id = c.user_id and truth.item_id = c.item_id "
             "where c.as_of_date = @cutoff and c.rank <= @depth",
             {"cutoff": cutoff, "depth": depth},

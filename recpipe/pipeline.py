@@ -140,7 +140,9 @@ def check_candidates(run: Run, settings: Settings | None = None) -> None:
     settings = settings or load_settings()
     with session(settings) as wh:
         valid = run_cutoffs(run, settings)["valid"]
-        recall = measure_candidate_recall(wh, run, valid, settings.candidate_depth)
+        recall = measure_candidate_recall(
+            wh, run, valid, settings.candidate_depth, settings.max_labelled_users
+        )
         union = recall.pop(UNION_SOURCE)
         checks = candidate_checks(
             wh, run.as_of_date, run.k, union, recall, valid, settings.candidate_depth

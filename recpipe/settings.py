@@ -122,14 +122,15 @@ class Settings:
         return self.warehouse
 
     def dbt_vars(self) -> dict[str, int]:
-        """dbt vars the Python stages must agree with (the cutoffs, active users, depth);
-        dbt_project.yml holds the same defaults for dbt run by hand."""
+        """dbt vars the Python stages must agree with (the cutoffs, active users, the sample of
+        labelled users, depth); dbt_project.yml holds the same defaults for dbt run by hand."""
         return {
             "label_days": self.label_days,
             "train_cutoffs": self.train_cutoffs,
             "active_days": self.active_days,
             "candidate_depth": self.candidate_depth,
             "history_days": self.history_days,
+            "max_labelled_users": self.max_labelled_users,
         }
 
     def dbt_env(self) -> dict[str, str]:

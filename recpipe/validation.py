@@ -25,9 +25,24 @@ def truth_sql(wh: Warehouse) -> str:
             select 1 from {labels} where as_of_date = @cutoff and purchased))"""
 
 
-def window_truth(wh: Warehouse, cutoff: date) -> pd.DataFrame:
-    """Relevant items of the window after ``cutoff``: purchases, or any event if none bought."""
-    return wh.query_df(truth_sql(wh), {"cutoff": cutoff})
+def window_truth(wh: Warehouse, cutoff: date, max_users: int | None = None) -> pd.DataFrame:
+    """Relevant items of the window after ``cutoff``: purchases, or any event if none bought;
+    of the users :func:`validation_users_sql` samples when ``max_users`` is given."""
+    return wh.query_df(sampled_truth_sql(wh, max_users), {"cutoff": cutoff})
+
+
+def validation_users_sql(wh: Warehouse, max_users: int | None) -> str:
+    """A query of the users a validation window is measured on (parameter ``@cutoff``): those
+    with truth, at most ``max_users`` of them (:func:`recpipe.ranker.sample_of_users`). dbt's
+    int_active_users keeps the same users at the valid cutoff (and only they get candidates)."""
+    return ranker.sample_of_users(f"select user_id from ({truth_sql(wh)}) as truth", max_users)
+
+
+def sampled_truth_sql(wh: Warehouse, max_users: int | None) -> str:
+    """:func:`truth_sql` of the users of :func:`validation_users_sql` (all when None)."""
+    if max_users is None:
+        return truth_sql(wh)
+    return f"select * from ({truth_sql(wh)}) as truth{_where(validation_users_sql(wh, max_users))}"
 
 
 # The user's events on each catalog item over the history window, weighted by type, read from
@@ -122,11 +137,9 @@ def evaluate_on_window(
     coverage of these users' lists, and recall split into items the user purchased before the
     cutoff (repeat) and the rest (new).
     """
-    users_in = ranker.sample_of_users(
-        f"select user_id from ({truth_sql(wh)}) as truth", settings.max_labelled_users
-    )
+    users_in = validation_users_sql(wh, settings.max_labelled_users)
     params = {"cutoff": valid}
-    truth = wh.query_df(f"select * from ({truth_sql(wh)}) as truth{_where(users_in)}", params)
+    truth = window_truth(wh, valid, settings.max_labelled_users)
     recommended = ranker.rank_in_chunks(
         wh,
         valid,

@@ -49,14 +49,14 @@
 {%- endmacro %}
 
 
-{% macro positive_int_var(name) -%}
-    {#- Returns var(name) as a positive Python int (at most 100000), else fails the run. -#}
+{% macro positive_int_var(name, maximum=100000) -%}
+    {#- Returns var(name) as a positive Python int (at most `maximum`), else fails the run. -#}
     {%- set value = var(name) -%}
     {%- set text = value | string | trim -%}
-    {%- if not modules.re.fullmatch('[0-9]{1,6}', text) or (text | int) < 1 or (text | int) > 100000 -%}
+    {%- if not modules.re.fullmatch('[0-9]{1,10}', text) or (text | int) < 1 or (text | int) > maximum -%}
         {{ exceptions.raise_compiler_error(
-            "recpipe: the var `" ~ name ~ "` must be a whole number between 1 and 100000, got "
-            ~ (text[:40] | tojson) ~ "."
+            "recpipe: the var `" ~ name ~ "` must be a whole number between 1 and " ~ maximum
+            ~ ", got " ~ (text[:40] | tojson) ~ "."
         ) }}
     {%- endif -%}
     {{ return(text | int) }}
@@ -74,5 +74,6 @@
         {%- for name in ['label_days', 'active_days', 'candidate_depth', 'history_days'] -%}
             {%- do positive_int_var(name) -%}
         {%- endfor -%}
+        {%- do positive_int_var('max_labelled_users', maximum=1000000000) -%}
     {%- endif -%}
 {%- endmacro %}

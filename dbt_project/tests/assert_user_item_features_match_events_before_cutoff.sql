@@ -1,7 +1,8 @@
--- Point in time, end to end: recount each cutoff's user-item events straight from staging with
--- c - history_days <= event_ts < c and compare with fct_user_item_features. An event at or
--- after the cutoff leaking into a feature (or a pair missing or invented) makes the counts or
--- the pairs differ. Fails with each disagreeing pair.
+-- Point in time, end to end: recount each cutoff's user-item events of its active users
+-- (int_active_users) straight from staging with c - history_days <= event_ts < c and compare
+-- with fct_user_item_features. An event at or after the cutoff leaking into a feature (or a
+-- pair missing or invented) makes the counts or the pairs differ. Fails with each disagreeing
+-- pair.
 {%- set history_days = positive_int_var('history_days') %}
 
 with
@@ -21,6 +22,13 @@ events as (
 items as (
 
     select * from {{ ref('stg_shop__items') }}
+
+),
+
+active_users as (
+
+    select * from {{ ref('int_active_users') }}
+    where as_of_date in (select as_of_date from {{ ref('int_cutoffs') }})
 
 ),
 
@@ -45,6 +53,9 @@ recounted as (
     cross join events
     inner join items
         on events.item_id = items.item_id
+    inner join active_users
+        on cutoffs.as_of_date = active_users.as_of_date
+        and events.user_id = active_users.user_id
     where
         events.event_ts < {{ date_to_timestamp('cutoffs.as_of_date') }}
         and events.event_ts

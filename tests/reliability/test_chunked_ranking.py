@@ -14,7 +14,7 @@ from recpipe import pipeline, ranker, validation
 from recpipe.evaluation import EVAL_K, evaluate
 from recpipe.warehouse import session
 
-from .conftest import ODD_USERS, make_run
+from .conftest import ODD_USERS, dbt_build, make_run
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,8 @@ def test_chunks_of_users_change_neither_training_rows_nor_rankings(shop, prepare
 
 
 def test_evaluation_scores_only_the_window_users_and_measures_the_same(shop, prepared_shop):
-    """The validation metrics rank only users with truth in the window; ranking everyone and
-    keeping those users gives the same figures."""
+    """The validation metrics rank only users with truth in the window (the only users with
+    candidates at the valid cutoff); ranking everyone there gives the same figures."""
     run = make_run(prepared_shop.as_of, "eval-users")
     valid = pipeline.run_cutoffs(run, shop)["valid"]
     with session(shop) as wh:
@@ -70,8 +70,8 @@ def test_evaluation_scores_only_the_window_users_and_measures_the_same(shop, pre
             wh, valid, trained.booster, trained.features, EVAL_K, users_per_chunk=10**6
         )
         truth = validation.window_truth(wh, valid)
+    assert set(everyone["user_id"]) <= set(truth["user_id"])  # int_active_users at valid
     truth = truth[truth["user_id"].isin(everyone["user_id"])]
-    assert not set(everyone["user_id"]) <= set(truth["user_id"])  # some users are skipped
     expected = evaluate(everyone[everyone["user_id"].isin(truth["user_id"])], truth, EVAL_K)
     assert metrics["users"] == expected["users"] > 0
     for name in ("ndcg", "recall", "map", "hit_rate"):
@@ -108,3 +108,50 @@ def test_a_cap_on_labelled_users_reads_the_same_sample_in_every_chunking(shop, p
         )
         assert 0 < metrics["users"] <= 6
         assert {b["users"] for b in baselines.values()} == {metrics["users"]}
+
+
+def _users_at(wh, sql: str, cutoff) -> set[str]:
+    return set(wh.query_df(sql, {"cutoff": cutoff})["user_id"])
+
+
+def _assert_candidates_only_for_the_read_users(settings, cutoffs) -> None:
+    """int_active_users (the users every candidate source serves) at each cutoff: every active
+    user at D; at a labelled cutoff only the active users of the sample that training (train)
+    or validation (valid) reads."""
+    limit = settings.max_labelled_users
+    with session(settings) as wh:
+        active_sql = (
+            f"select distinct user_id from {wh.table('staging', 'stg_shop__events')} "
+            "where event_ts < @cutoff "
+            f"and event_ts >= @cutoff - interval {settings.active_days} day"
+        )
+        read = {
+            "train": ranker.sample_of_users(ranker.labelled_users(wh), limit),
+            "valid": validation.validation_users_sql(wh, limit),
+        }
+        served_sql = (
+            f"select user_id from {wh.table('intermediate', 'int_active_users')} "
+            "where as_of_date = @cutoff"
+        )
+        for role, cutoff in cutoffs.items():
+            active = _users_at(wh, active_sql, cutoff)
+            served = _users_at(wh, served_sql, cutoff)
+            expected = active & _users_at(wh, read[role], cutoff) if role in read else active
+            assert served == expected, role
+            assert 0 < len(served) <= (limit if role in read else len(active)), role
+
+
+def test_labelled_cutoffs_get_candidates_only_for_the_users_training_and_validation_read(
+    shop, prepared_shop
+):
+    """dbt draws the same sample as recpipe.ranker.sample_of_users: with the default cap (more
+    than the shop's users) and with a cap of 5 (the var dbt gets from the settings), with which
+    every model downstream of int_active_users and its tests still build."""
+    run = make_run(prepared_shop.as_of, "served-users")
+    cutoffs = pipeline.run_cutoffs(run, shop)
+    assert set(cutoffs) == {"serve", "valid", "train"}
+    _assert_candidates_only_for_the_read_users(shop, cutoffs)
+
+    capped = replace(shop, max_labelled_users=5)
+    dbt_build(capped, prepared_shop.as_of, "--select", "int_active_users+")
+    _assert_candidates_only_for_the_read_users(capped, cutoffs)

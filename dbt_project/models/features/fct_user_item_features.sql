@@ -1,7 +1,8 @@
 {#-
     User-item features at each cutoff, from events before it (int_events_before_cutoffs). One
-    row per (user, catalog item) pair with at least one event in the history window; pairs on
-    items missing from the catalog are left out (they are never candidates).
+    row per (active user, catalog item) pair with at least one event in the history window;
+    pairs of users outside int_active_users and on items missing from the catalog are left out
+    (they are never candidates).
 -#}
 {{ config(**incremental_by_cutoff(['user_id', 'item_id'])) }}
 {%- set windows = [
@@ -13,9 +14,20 @@
 
 with
 
+active_users as (
+
+    select * from {{ ref('int_active_users') }}
+    where {{ is_this_run_cutoff() }}
+
+),
+
 events as (
 
-    select * from {{ ref('int_events_before_cutoffs') }}
+    select events.*
+    from {{ ref('int_events_before_cutoffs') }} as events
+    inner join active_users
+        on events.as_of_date = active_users.as_of_date
+        and events.user_id = active_users.user_id
 
 ),
 
