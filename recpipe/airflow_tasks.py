@@ -39,8 +39,10 @@ def stage(run: dict[str, Any]) -> Iterator[Run]:
 
     current = Run(**run)
     started = time.perf_counter()
+    succeeded = False
     try:
         yield current
+        succeeded = True
     except (GateFailed, ParamError) as err:
         mark_failed(current, _one_line(err))
         raise AirflowFailException(str(err)) from err
@@ -51,10 +53,11 @@ def stage(run: dict[str, Any]) -> Iterator[Run]:
         raise
     finally:
         log.info(STAGE_TIMING, _task_id(), time.perf_counter() - started)
-        release_freed_memory()
+        # a failing stage's traceback still holds its frames: nothing to freeze then
+        release_freed_memory(freeze=succeeded)
 
 
-def release_freed_memory() -> None:
+def release_freed_memory(freeze: bool = True) -> None:
     """Give the memory a stage freed back to the operating system. glibc keeps freed heap for
     reuse, so a process that runs several stages (``recpipe run``, a worker) held the largest
     stage's frames long after it ended: at 10M events the stages peaked at 3.5-4.2 GB alone and
@@ -62,11 +65,19 @@ def release_freed_memory() -> None:
 
     Also drops dbt-duckdb's cached connection if dbt ran in this process (cosmos' dbt runner
     in ``recpipe run``): it kept DuckDB's buffer pool (up to the memory limit) filled until the
-    process exited, under every later stage. dbt reopens it if it runs again."""
+    process exited, under every later stage. dbt reopens it if it runs again.
+
+    With ``freeze``, the objects that survive the collection are then frozen: later collections
+    do not scan them again. In ``recpipe run`` the process holds Airflow, dbt's manifest and
+    every imported module, millions of objects: a full collection took ~0.6 s after each stage
+    (6.6 s of a 1M run). Frozen objects that later become cyclic garbage are not reclaimed;
+    the stages' own frames are freed by reference counting and collected before the freeze."""
     connections = sys.modules.get("dbt.adapters.duckdb.connections")
     if connections is not None:
         connections.DuckDBConnectionManager.close_all_connections()
     gc.collect()
+    if freeze:
+        gc.freeze()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
