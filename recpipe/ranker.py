@@ -458,6 +458,25 @@ def load(path: Path) -> tuple[lgb.Booster, list[str]]:
     return booster, booster.feature_name()
 
 
+def feature_matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray | pd.DataFrame:
+    """``frame[features]`` as the array LightGBM makes of a DataFrame (the same values: the
+    common type of the columns and float32), filled column by column in column-major order,
+    which LightGBM reads without another copy. pandas' own conversion interleaves blocks of
+    mixed dtypes row by row: 3.9 s of the 1M scoring stage's 20.8 s. Columns of any other than
+    a plain numpy dtype (categorical, nullable) go through LightGBM's own conversion."""
+    dtypes = [frame[name].dtype for name in features]
+    if not all(isinstance(dtype, np.dtype) and dtype.kind in "biuf" for dtype in dtypes):
+        return frame[features]
+    matrix = np.empty(
+        (len(frame), len(features)),
+        dtype=np.result_type(*[dtype.type for dtype in dtypes], np.float32),
+        order="F",
+    )
+    for position, name in enumerate(features):
+        matrix[:, position] = frame[name].to_numpy()
+    return matrix
+
+
 def rank_candidates(
     frame: pd.DataFrame, booster: lgb.Booster, features: list[str], k: int
 ) -> pd.DataFrame:
@@ -467,7 +486,9 @@ def rank_candidates(
         raise ValueError(f"candidate frame lacks model features: {', '.join(missing[:5])}")
     scored = frame[["user_id", "item_id", "sources"]].copy()
     # every core: each row is scored on its own, so the thread count does not change a score
-    scored["score"] = booster.predict(frame[features], num_threads=0) if len(frame) else []
+    scored["score"] = (
+        booster.predict(feature_matrix(frame, features), num_threads=0) if len(frame) else []
+    )
     scored = scored.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
     scored["rank"] = scored.groupby("user_id", sort=False).cumcount() + 1
     return scored[scored["rank"] <= k].reset_index(drop=True)

@@ -45,6 +45,29 @@ def test_scores_do_not_depend_on_the_thread_count():
     np.testing.assert_array_equal(one, trained.booster.predict(frame, num_threads=2))
 
 
+def test_the_feature_matrix_scores_exactly_as_the_dataframe_does():
+    """rank_candidates hands LightGBM a column-major array built column by column: the same
+    values as LightGBM's own DataFrame conversion (ints, bools, float32 and NaN among float64),
+    so the same scores to the last bit; other dtypes go through LightGBM's conversion."""
+    frame = labelled_candidates()
+    rng = np.random.default_rng(1)
+    frame["count"] = rng.integers(0, 50, len(frame))
+    frame["flag"] = frame["count"] > 25
+    frame["ratio"] = rng.normal(size=len(frame)).astype(np.float32)
+    frame.loc[frame.index[::7], "noise"] = np.nan
+    trained = ranker.train(frame, ranker.RankerParams(n_estimators=40, num_threads=1))
+    assert set(trained.features) == {"signal", "noise", "count", "flag", "ratio"}
+
+    matrix = ranker.feature_matrix(frame, trained.features)
+    assert matrix.flags["F_CONTIGUOUS"] and matrix.dtype == np.float64
+    np.testing.assert_array_equal(matrix, frame[trained.features].to_numpy(dtype=np.float64))
+    assert np.array_equal(
+        trained.booster.predict(matrix), trained.booster.predict(frame[trained.features])
+    )
+    nullable = frame.astype({"count": "Int64"})
+    assert isinstance(ranker.feature_matrix(nullable, trained.features), pd.DataFrame)
+
+
 def test_negative_sampling_keeps_positives_and_caps_negatives():
     frame = labelled_candidates()
     sampled = ranker.sample_training_rows(frame, ranker.RankerParams(max_negatives_per_user=5))
