@@ -296,8 +296,9 @@ def stacked_training_rows(
         )
         rows.insert(0, "query_id", f"{cutoff:%Y-%m-%d}|" + rows["user_id"].astype(str))
         parts.append(rows)
-    rows = pd.concat(parts, ignore_index=True)
-    return rows.sort_values(["query_id", "item_id"]).reset_index(drop=True)
+    # each part is sorted by user_id, item_id and the parts by date, so the rows are in
+    # query_id, item_id order already (sorting the wide frame again took ~1 s at 1M events)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _query(frame: pd.DataFrame) -> pd.Series:
