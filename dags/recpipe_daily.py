@@ -40,6 +40,7 @@ from recpipe.dag_definition import (
     dbt_task_env,
     dbt_watcher_args,
     push_final_node_events_only,
+    push_only_what_sensors_read,
     watch_after_build,
 )
 from recpipe.dbt_manifest import require_manifest
@@ -126,6 +127,7 @@ def recpipe_daily():
     )
     watch_after_build(dbt)
     push_final_node_events_only()
+    push_only_what_sensors_read(dbt)
 
     @task(task_id="gate__features", retries=0)
     def gate_features(run: dict) -> None:

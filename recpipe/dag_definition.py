@@ -111,6 +111,81 @@ def push_final_node_events_only() -> None:
     base._DBT_EVENT_ALLOWLIST = allowed - EARLIER_NODE_EVENTS
 
 
+# Attribute of the watcher's producer: the XCom keys of nodes that no sensor reads (set when the
+# DAG file is parsed, so every worker that runs the producer has it).
+UNREAD_KEYS_ATTR = "recpipe_unread_node_xcom_keys"
+# Attribute of the producer's task instance: what it pushed under each key in this try.
+PUSHED_ATTR = "_recpipe_pushed_xcoms"
+
+
+def push_only_what_sensors_read(group) -> None:
+    """Make the watcher's producer of ``group`` push a node's XComs only when a sensor reads them.
+
+    cosmos pushes a ``_dbt_event`` for every node and a ``_tests_status`` for every model a test
+    belongs to, but a sensor reads the four keys of its own node only (status or tests status,
+    dbt event, compiled SQL): a test inside a ``<model>.test`` sensor has no reader. Each push
+    is an Execution API call (~20 ms) that the build's threads make one at a time: 215 + 128 of
+    them for 75 sensors in a 100k run, ~210 unread. Only the per-node keys of the group's dbt
+    graph that no sensor reads are dropped; any other key passes, and a producer without the
+    attribute (another DAG) pushes everything.
+    """
+    from cosmos.constants import PRODUCER_WATCHER_TASK_ID
+
+    tasks = {task.task_id: task for task in group.iter_tasks()}
+    producer = tasks.get(f"{group.group_id}.{PRODUCER_WATCHER_TASK_ID}")
+    graph = getattr(group, "dbt_graph", None)
+    if producer is None or graph is None:
+        return
+    read = {
+        key
+        for task in tasks.values()
+        if getattr(task, "model_unique_id", None)
+        for key in _node_xcom_keys(task.model_unique_id)
+    }
+    every = {key for unique_id in graph.nodes for key in _node_xcom_keys(unique_id)}
+    setattr(producer, UNREAD_KEYS_ATTR, frozenset(every - read))
+    _install_unread_push_filter()
+
+
+def _node_xcom_keys(unique_id: str) -> list[str]:
+    """The XCom keys cosmos' producer derives from a node's id (cosmos' own key functions)."""
+    from cosmos.operators._watcher import aggregation, state
+
+    return [
+        state.get_status_xcom_key(unique_id),
+        aggregation.get_tests_status_xcom_key(unique_id),
+        state.get_dbt_event_xcom_key(unique_id),
+        state.get_compiled_sql_xcom_key(unique_id),
+    ]
+
+
+def _install_unread_push_filter() -> None:
+    """Swap cosmos' ``safe_xcom_push`` where the producer's event callback calls it (the
+    watcher's ``base`` and ``aggregation`` modules) for one that skips the producer's unread
+    node keys. Idempotent; tests/unit/test_dag_definition.py fails when cosmos moves the name."""
+    from cosmos.operators._watcher import aggregation, base, state
+
+    push = state.safe_xcom_push
+
+    def push_if_read(task_instance, key: str, value: Any) -> None:
+        task = getattr(task_instance, "task", None)
+        if key in getattr(task, UNREAD_KEYS_ATTR, frozenset()):
+            return
+        pushed = getattr(task_instance, PUSHED_ATTR, None)
+        if pushed is None:
+            pushed = {}
+            setattr(task_instance, PUSHED_ATTR, pushed)
+        if key in pushed and pushed[key] == value:
+            return  # a test's status again, after its model's aggregate was already pushed
+        push(task_instance=task_instance, key=key, value=value)
+        pushed[key] = value
+
+    push_if_read.recpipe_filter = True
+    for module in (base, aggregation):
+        if not getattr(module.safe_xcom_push, "recpipe_filter", False):
+            module.safe_xcom_push = push_if_read
+
+
 def keep_dbt_run_results(project_dir: str, **_: Any) -> None:
     """cosmos callback after the watcher's ``dbt build``: keep its ``run_results.json`` (the
     time dbt spent in each model and test) as ``$RECPIPE_HOME/dbt/run_results.json``; cosmos

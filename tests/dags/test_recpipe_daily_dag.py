@@ -157,6 +157,61 @@ def test_dbt_runs_as_one_build_watched_by_a_sensor_per_model_and_test(dag):
         assert dag.get_task(task_id).trigger_rule == "all_success", task_id
 
 
+class RecordingProducerInstance:
+    """What cosmos' push sees of the producer's task instance: its task and ``xcom_push``."""
+
+    def __init__(self, task) -> None:
+        self.task = task
+        self.pushed: list[str] = []
+
+    def xcom_push(self, key: str, value) -> None:
+        self.pushed.append(key)
+
+
+def test_the_producer_pushes_only_the_node_xcoms_a_sensor_reads(dag):
+    from cosmos.operators._watcher import aggregation, base, state
+
+    from recpipe.dag_definition import UNREAD_KEYS_ATTR
+
+    producer = dag.get_task(PRODUCER)
+    unread = getattr(producer, UNREAD_KEYS_ATTR)
+    sensors = {t for t in dag.task_ids if t.startswith("dbt.")} - WATCHER_TASKS
+    read = set()
+    for task_id in sensors:
+        node = getattr(dag.get_task(task_id), "model_unique_id", None)
+        if node is None:  # an ephemeral model's placeholder: nothing to read
+            continue
+        read |= {
+            state.get_status_xcom_key(node),
+            aggregation.get_tests_status_xcom_key(node),
+            state.get_dbt_event_xcom_key(node),
+            state.get_compiled_sql_xcom_key(node),
+        }
+    assert not unread & read
+    # a test inside `stg_shop__events.test` has no sensor of its own: nobody reads its event
+    inside = producer.tests_per_model["model.recpipe.stg_shop__events"][0]
+    assert state.get_dbt_event_xcom_key(inside) in unread
+
+    ti = RecordingProducerInstance(producer)
+    model = "model.recpipe.stg_shop__events"
+    base.safe_xcom_push(task_instance=ti, key=state.get_dbt_event_xcom_key(inside), value={})
+    base.safe_xcom_push(task_instance=ti, key=state.get_status_xcom_key(model), value="success")
+    for _ in range(2):  # a test's status arriving again re-pushes the same aggregate
+        aggregation.safe_xcom_push(
+            task_instance=ti, key=aggregation.get_tests_status_xcom_key(model), value="pass"
+        )
+    aggregation.safe_xcom_push(
+        task_instance=ti, key=aggregation.get_tests_status_xcom_key(model), value="fail"
+    )
+    base.safe_xcom_push(task_instance=ti, key="dbt_startup_events", value=[])
+    assert ti.pushed == [
+        state.get_status_xcom_key(model),
+        aggregation.get_tests_status_xcom_key(model),
+        aggregation.get_tests_status_xcom_key(model),  # a changed value goes out again
+        "dbt_startup_events",
+    ]
+
+
 def test_schedule_params_retries_tags(dag):
     assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
     assert dag.catchup is False
