@@ -319,6 +319,7 @@ def score_candidates(
             run.k,
             users_per_chunk=settings.users_per_chunk,
             shard=where,
+            discovery_slots=settings.discovery_slots,
         )
         top.insert(0, "run_date", run.as_of_date)
         top["model_version"] = version

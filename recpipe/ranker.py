@@ -25,6 +25,8 @@ from recpipe.warehouse import Warehouse
 
 KEY_COLUMNS = ("user_id", "item_id")
 FEATURE_DECIMALS = 9
+# How many of an item the user bought in the history window: 0 (or none) = never bought.
+NEVER_BOUGHT = "ui_purchased_quantity_history"
 NON_FEATURES = ("as_of_date", "user_id", "item_id", "sources", "label", "purchased", "query_id")
 FEATURE_TABLES = {  # table -> join keys
     "fct_user_features": ("user_id",),
@@ -316,11 +318,12 @@ def rank_in_chunks(
     users_per_chunk: int,
     shard: tuple[int, int] = (0, 1),
     users_in: str | None = None,
+    discovery_slots: int = 0,
 ) -> pd.DataFrame:
     """:func:`rank_candidates` over every user with candidates at ``cutoff`` (of ``shard``
     only, and of ``users_in`` only: see :func:`candidate_frames`), chunk by chunk."""
     ranked = [
-        rank_candidates(frame, booster, features, k)
+        rank_candidates(frame, booster, features, k, discovery_slots)
         for frame in candidate_frames(
             wh,
             cutoff,
@@ -479,10 +482,21 @@ def feature_matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray | pd.
 
 
 def rank_candidates(
-    frame: pd.DataFrame, booster: lgb.Booster, features: list[str], k: int
+    frame: pd.DataFrame,
+    booster: lgb.Booster,
+    features: list[str],
+    k: int,
+    discovery_slots: int = 0,
 ) -> pd.DataFrame:
-    """Score candidates and keep the top ``k`` per user: score desc, then item_id (ties)."""
+    """Score candidates and keep the top ``k`` per user: score desc, then item_id (ties).
+
+    With ``discovery_slots``, a user's ``min(discovery_slots, k)`` best-scored candidates among
+    the items they never bought (``NEVER_BOUGHT``) are kept even when the ranker scored them
+    below its top ``k``; they take the places of the lowest-scored others, and the list stays
+    in score order (so they sit at its end). A user with fewer such candidates keeps those."""
     missing = [f for f in features if f not in frame.columns]
+    if discovery_slots and NEVER_BOUGHT not in frame.columns:
+        missing.append(NEVER_BOUGHT)
     if missing:
         raise ValueError(f"candidate frame lacks model features: {', '.join(missing[:5])}")
     scored = frame[["user_id", "item_id", "sources"]].copy()
@@ -490,6 +504,19 @@ def rank_candidates(
     scored["score"] = (
         booster.predict(feature_matrix(frame, features), num_threads=0) if len(frame) else []
     )
-    scored = scored.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
+    order = ["user_id", "score", "item_id"]
+    descending = [True, False, True]
+    if discovery_slots:
+        scored["never_bought"] = frame[NEVER_BOUGHT].fillna(0).to_numpy() <= 0
+        scored = scored.sort_values(order, ascending=descending)
+        nth_new = scored.groupby(["user_id", "never_bought"], sort=False).cumcount() + 1
+        reserved = scored["never_bought"] & (nth_new <= min(discovery_slots, k))
+        scored["kept_first"] = ~reserved  # False sorts first: the reserved ones are kept
+        scored = scored.sort_values(
+            ["user_id", "kept_first", "score", "item_id"], ascending=[True, True, False, True]
+        )
+        scored = scored[scored.groupby("user_id", sort=False).cumcount() < k]
+        scored = scored.drop(columns=["never_bought", "kept_first"])
+    scored = scored.sort_values(order, ascending=descending)
     scored["rank"] = scored.groupby("user_id", sort=False).cumcount() + 1
     return scored[scored["rank"] <= k].reset_index(drop=True)

@@ -61,6 +61,9 @@ class Settings:
     user_shards: the Python candidate and scoring stages run as this many mapped tasks, one per
     contiguous slice of the users (each its own task a different worker can take; DuckDB runs
     them one at a time).
+    discovery_slots: of each user's K published items, at most this many are reserved for the
+    best-scored candidates the user never bought, when the ranker's own top K holds fewer (0 =
+    the ranker's top K as is). A trade a shop makes on purpose: docs/decisions.md.
     lock_timeout_s: DuckDB: how long to wait for another process to release the warehouse file.
     dbt_manifest: the manifest cosmos renders the dbt task group from, built by
     ``recpipe manifest`` (recpipe/dbt_manifest.py) before Airflow parses the DAG.
@@ -81,6 +84,7 @@ class Settings:
     duckdb_memory_limit: str = "3GB"
     dbt_threads: int = DEFAULT_DBT_THREADS
     user_shards: int = 1
+    discovery_slots: int = 0
     lock_timeout_s: int = 30
     bq_project: str | None = None
     bq_location: str = "US"
@@ -193,6 +197,13 @@ def _int_env(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from err
 
 
+def _non_negative_int_env(name: str, default: int) -> int:
+    value = _int_env(name, default)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
 def _positive_int_env(name: str, default: int) -> int:
     value = _int_env(name, default)
     if value < 1:
@@ -238,6 +249,7 @@ def load_settings() -> Settings:
         duckdb_memory_limit=_memory_env("RECPIPE_DUCKDB_MEMORY_LIMIT", "3GB"),
         dbt_threads=_positive_int_env("RECPIPE_DBT_THREADS", DEFAULT_DBT_THREADS),
         user_shards=_positive_int_env("RECPIPE_USER_SHARDS", 1),
+        discovery_slots=_non_negative_int_env("RECPIPE_DISCOVERY_SLOTS", 0),
         lock_timeout_s=_int_env("RECPIPE_LOCK_TIMEOUT_S", 30),
         bq_project=os.environ.get("RECPIPE_BQ_PROJECT") or None,
         bq_location=os.environ.get("RECPIPE_BQ_LOCATION", "US"),

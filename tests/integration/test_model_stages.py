@@ -197,6 +197,41 @@ def test_user_shards_change_no_candidate_nor_published_row_and_a_missing_shard_s
             )
     pd.testing.assert_frame_equal(rows[1], rows[4])
 
+    # Discovery slots (RECPIPE_DISCOVERY_SLOTS): the tiny shop's lists hold 11-19 never-bought
+    # items of 20 already, so all 20 slots: each list gains such items where the ranker had
+    # bought ones, still passes the output gate and stays in score order; a list of 20
+    # never-bought items is unchanged.
+    slots = dataclasses.replace(settings, discovery_slots=run.k)
+    pipeline.score_candidates(run, version, slots)
+    pipeline.check_output(run, slots)
+    pipeline.publish_recommendations(run, slots)
+    with session(settings) as wh:
+        features = wh.table("features", "fct_user_item_features")
+        never_bought = wh.query_df(
+            f"select user_id, item_id, coalesce(ui_purchased_quantity_history, 0) = 0 as new "
+            f"from {features} where as_of_date = @d",
+            {"d": as_of},
+        )
+    new_per_user = {}
+    for name, frame in (("plain", rows[1]), ("slots", published())):
+        flagged = frame.merge(never_bought, on=["user_id", "item_id"], how="left")
+        flagged["new"] = flagged["new"].fillna(True).astype(bool)  # no history with the item
+        new_per_user[name] = flagged.groupby("user_id")["new"].sum()
+    assert (new_per_user["slots"] >= new_per_user["plain"]).all()
+    assert (new_per_user["slots"] > new_per_user["plain"]).any()
+    kept = new_per_user["plain"][new_per_user["plain"] == run.k].index
+    with_slots = published()
+    assert len(kept) > 0
+    pd.testing.assert_frame_equal(
+        with_slots[with_slots.user_id.isin(kept)].reset_index(drop=True),
+        rows[1][rows[1].user_id.isin(kept)].reset_index(drop=True),
+    )
+    assert (with_slots.groupby("user_id")["score"].diff().dropna() <= 0).all()
+    pipeline.score_candidates(run, version, settings)  # back to the ranker's own lists
+    pipeline.check_output(run, settings)
+    pipeline.publish_recommendations(run, settings)
+    pd.testing.assert_frame_equal(published(), rows[1])
+
     # More shards than users: shard 0 of (users + 1) is empty, and its staging table still has
     # the columns' types of the others (it unions with them at the gate and the publish).
     users = rows[1]["user_id"].nunique()

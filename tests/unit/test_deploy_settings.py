@@ -131,6 +131,15 @@ def test_user_shards_below_one_are_refused(recpipe_home, monkeypatch, value):
         load_settings()
 
 
+def test_discovery_slots_are_off_by_default_and_never_negative(recpipe_home, monkeypatch):
+    assert load_settings().discovery_slots == 0
+    monkeypatch.setenv("RECPIPE_DISCOVERY_SLOTS", "2")
+    assert load_settings().discovery_slots == 2
+    monkeypatch.setenv("RECPIPE_DISCOVERY_SLOTS", "-1")
+    with pytest.raises(ValueError, match="RECPIPE_DISCOVERY_SLOTS must be 0 or more, got -1"):
+        load_settings()
+
+
 def test_one_duckdb_memory_limit_for_recpipe_and_dbt(recpipe_home, monkeypatch, tmp_path):
     """RECPIPE_DUCKDB_MEMORY_LIMIT reaches recpipe's connections and dbt's profile alike (DuckDB
     would otherwise take up to 80 % of RAM), and a second connection in the process still opens."""

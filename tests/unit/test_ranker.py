@@ -131,6 +131,42 @@ def test_rank_candidates_breaks_ties_by_item_id_and_keeps_k():
     assert top["rank"].tolist() == [1, 2, 3, 1]
 
 
+class ScoreIsFeature:
+    def predict(self, matrix, num_threads=1):
+        return np.asarray(matrix)[:, 0]
+
+
+def test_discovery_slots_keep_the_best_never_bought_items_at_the_end_of_the_list():
+    bought = ranker.NEVER_BOUGHT
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 6 + ["u2"] * 3 + ["u3"] * 3,
+            "item_id": ["r1", "r2", "r3", "r4", "n1", "n2", "r5", "r6", "n3", "n4", "r7", "n5"],
+            "sources": "x",
+            "f": [0.9, 0.8, 0.7, 0.6, 0.2, 0.3, 0.9, 0.8, 0.1, 0.9, 0.5, 0.4],
+            bought: [2, 1, 3, 1, 0, None, 1, 1, 0, 0, 1, 0],
+        }
+    )
+    plain = ranker.rank_candidates(frame, ScoreIsFeature(), ["f"], k=3)
+    top = ranker.rank_candidates(frame, ScoreIsFeature(), ["f"], k=3, discovery_slots=2)
+
+    def items(ranked, user):
+        return ranked[ranked.user_id == user]["item_id"].tolist()
+
+    assert items(plain, "u1") == ["r1", "r2", "r3"]
+    # the two best never-bought items (a missing count is none bought) replace the lowest-scored
+    # bought ones and stay in score order
+    assert items(top, "u1") == ["r1", "n2", "n1"]
+    assert items(top, "u2") == ["r5", "r6", "n3"]  # only one never-bought candidate: one slot
+    assert items(top, "u3") == items(plain, "u3") == ["n4", "r7", "n5"]  # already there
+    assert (top.groupby("user_id")["score"].diff().dropna() <= 0).all()
+    assert top["rank"].tolist() == [1, 2, 3] * 3
+    # no more slots than the list has
+    assert items(ranker.rank_candidates(frame, ScoreIsFeature(), ["f"], 1, 5), "u1") == ["n2"]
+    with pytest.raises(ValueError, match=bought):
+        ranker.rank_candidates(frame.drop(columns=bought), ScoreIsFeature(), ["f"], 3, 2)
+
+
 def test_saved_model_round_trips_and_corrupt_artifacts_fail_clearly(tmp_path):
     trained = ranker.train(labelled_candidates(), ranker.RankerParams(n_estimators=20))
     path = ranker.save(trained, tmp_path, "lgbm-test")
