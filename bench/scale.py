@@ -260,6 +260,7 @@ def bench_size(name: str, work: Path, repeat: int) -> dict:
         "airflow_setup_s": round(setup.seconds, 1),
         "run_walls_s": [round(w, 1) for w in walls],
         "run": median,
+        "runs": runs,
     }
     print_report(report)
     return report
@@ -292,6 +293,11 @@ def print_report(report: dict) -> None:
     print(f"generate {report['generate_s']} s; ingest {report['ingest_s']} s "
           f"({events / report['ingest_s']:,.0f} rows/s, peak {gib(report['ingest_peak_rss'])}); "
           f"airflow set-up {report['airflow_setup_s']} s")  # fmt: skip
+    for number, run in enumerate(report.get("runs", [figures]), start=1):
+        python = sum(run.python_bodies.values())
+        print(f"run {number}: wall {run.wall:.1f} s, dbt SQL {run.dbt_sql:.1f} s, Python stages "
+              f"{python:.1f} s, overhead {run.overhead:.1f} s = "
+              f"{100 * run.overhead / run.wall:.0f}%")  # fmt: skip
     print(f"recpipe run wall times (s): {report['run_walls_s']} -> figures of the median run")
     print(f"{'stage':<44}{'task s':>9}{'work s':>9}{'peak GiB':>10}")
     for stage, seconds, work, peak in stage_rows(figures):
