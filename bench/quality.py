@@ -68,8 +68,8 @@ INSTACART_LABEL_DAYS = 14
 INSTACART_TRAIN_CUTOFFS = 12
 # a year of grocery history: features and sources see every basket (the settings' default 180)
 INSTACART_HISTORY_DAYS = 365
-# Of the 20 published items, the last 2 go to the best-scored items a user never bought when the
-# ranker put none there (RECPIPE_DISCOVERY_SLOTS): new-item recall@20 0.002 -> 0.013 for NDCG@20
+# Of the 20 published items, at most 2 go to the best-scored items a user never bought when the
+# ranker put fewer there (RECPIPE_DISCOVERY_SLOTS): new-item recall@20 0.002 -> 0.013 for NDCG@20
 # -0.007 on this split, NDCG@10 unchanged (docs/BENCHMARKS.md). 0 = the ranker's own top 20.
 INSTACART_DISCOVERY_SLOTS = 2
 # Reference recommenders measured on the split (its README): NDCG@10, Recall@10, new recall@10.

@@ -293,7 +293,7 @@ def print_report(report: dict) -> None:
     print(f"generate {report['generate_s']} s; ingest {report['ingest_s']} s "
           f"({events / report['ingest_s']:,.0f} rows/s, peak {gib(report['ingest_peak_rss'])}); "
           f"airflow set-up {report['airflow_setup_s']} s")  # fmt: skip
-    for number, run in enumerate(report.get("runs", [figures]), start=1):
+    for number, run in enumerate(report["runs"], start=1):
         python = sum(run.python_bodies.values())
         print(f"run {number}: wall {run.wall:.1f} s, dbt SQL {run.dbt_sql:.1f} s, Python stages "
               f"{python:.1f} s, overhead {run.overhead:.1f} s = "

@@ -162,7 +162,8 @@ def _node_xcom_keys(unique_id: str) -> list[str]:
 def _install_unread_push_filter() -> None:
     """Swap cosmos' ``safe_xcom_push`` where the producer's event callback calls it (the
     watcher's ``base`` and ``aggregation`` modules) for one that skips the producer's unread
-    node keys. Idempotent; tests/unit/test_dag_definition.py fails when cosmos moves the name."""
+    node keys. Idempotent; if cosmos moves the name, the DAG fails to import
+    (tests/dags/test_recpipe_daily_dag.py)."""
     from cosmos.operators._watcher import aggregation, base, state
 
     push = state.safe_xcom_push
