@@ -140,6 +140,8 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # SQLite (the local default) waits a minute for a lock, not 5 s: see recpipe.airflow_db
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "recpipe.airflow_db.CONNECT_ARGS",
         # cosmos' watcher producer otherwise rewrites its whole XCom backup (every node's status
         # and compiled SQL, compressed) into an Airflow Variable on every push: quadratic in the
         # nodes, ~4 s of a 100k run. Off, the backup is written once if the build fails, which is

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ import requests
 from recpipe.airflow_runner import airflow_environment, migrate_metadata_db
 from recpipe.dag_definition import DAG_ID, WAREHOUSE_POOL
 from recpipe.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 SERVICES = ("api-server", "scheduler", "dag-processor")
 # LocalExecutor forks every task from workers forked from the scheduler, and each task parses
@@ -54,6 +58,14 @@ ADMIN = "admin"
 FINISHED = ("success", "failed")
 
 
+def _utc(stamp: str) -> str:
+    """An ISO timestamp as ``YYYY-MM-DDTHH:MM:SS`` in UTC, comparable as text ("" stays "")."""
+    if not stamp:
+        return ""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -69,12 +81,21 @@ def _port_is_free(port: int) -> bool:
 class AirflowClient:
     """A small client of Airflow's REST API v2, logged in as ``username``."""
 
-    def __init__(self, base_url: str, username: str, password: str, timeout_s: float = 30.0):
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout_s: float = 30.0,
+        busy_retry_s: float = 90.0,
+    ):
         self.base_url = base_url.rstrip("/")
         self._credentials = {"username": username, "password": password}
         self._timeout = timeout_s
+        self._busy_retry_s = busy_retry_s
         self._http = requests.Session()
         self._token: str | None = None
+        self.busy_replies = 0  # 503s retried so far (a test and an operator's log read it)
 
     def _login(self) -> None:
         reply = self._http.post(
@@ -84,10 +105,17 @@ class AirflowClient:
         self._token = reply.json()["access_token"]
 
     def request(self, method: str, path: str, body: Any = None, ok=(200, 201, 204)) -> Any:
-        """Call ``path`` (e.g. ``/api/v2/dags``) and return the JSON reply (None when empty)."""
+        """Call ``path`` (e.g. ``/api/v2/dags``) and return the JSON reply (None when empty).
+
+        A 503 means the server did not do it and asks to be asked again (Airflow answers so
+        when its metadata database is locked, which SQLite is under concurrent writers): it is
+        retried with backoff for up to ``busy_retry_s`` seconds, for every method.
+        """
         if self._token is None:
             self._login()
-        for attempt in range(2):
+        deadline = time.monotonic() + self._busy_retry_s
+        pause_s, logged_in_again = 0.5, False
+        while True:
             reply = self._http.request(
                 method,
                 f"{self.base_url}{path}",
@@ -95,8 +123,15 @@ class AirflowClient:
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=self._timeout,
             )
-            if reply.status_code == 401 and attempt == 0:  # token expired: log in again
+            if reply.status_code == 401 and not logged_in_again:  # token expired: log in again
                 self._login()
+                logged_in_again = True
+                continue
+            if reply.status_code == 503 and time.monotonic() + pause_s < deadline:
+                self.busy_replies += 1
+                log.warning("%s %s -> 503, asking again in %.1fs", method, path, pause_s)
+                time.sleep(pause_s)
+                pause_s = min(pause_s * 2, 8.0)
                 continue
             break
         if reply.status_code not in ok:
@@ -120,11 +155,12 @@ class AirflowClient:
         """Create (or resize) the pool every task of the DAG runs in."""
         description = "recpipe: one task at a time touches the DuckDB file (single writer)"
         existing = self.request("GET", f"/api/v2/pools/{name}", ok=(200, 404))
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
         if existing and existing.get("name") == name:
-            self.patch(f"/api/v2/pools/{name}", {"slots": slots, "description": description})
+            # Airflow validates a pool PATCH as a whole pool; the mask says what changes
+            self.patch(f"/api/v2/pools/{name}?update_mask=slots&update_mask=description", body)
         else:
-            body = {"name": name, "slots": slots, "description": description}
-            self.post("/api/v2/pools", {**body, "include_deferred": False})
+            self.post("/api/v2/pools", body)
 
     def unpause(self, dag_id: str = DAG_ID) -> None:
         self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
@@ -148,7 +184,34 @@ class AirflowClient:
             "max_active_runs": 1,
             **extra,
         }
+        started = self.busy_replies
+        reply = self.request("POST", "/api/v2/backfills", body, ok=(200, 409))
+        if "id" in reply:
+            return reply
+        # 409: the DAG has an active backfill. After a 503 that can be the orphan of our own
+        # attempt: Airflow commits the backfill row before creating its runs, and when the runs
+        # hit the lock its clean-up can hit it too (the scheduler completes such an orphan only
+        # after two minutes). Cancel it when it is ours and runless, then create again.
+        orphan = self._runless_backfill(body) if self.busy_replies > started else None
+        if orphan is None:
+            raise RuntimeError(f"POST /api/v2/backfills -> HTTP 409: {reply.get('detail')}")
+        log.warning("cancelling backfill %s, left without runs by a locked attempt", orphan)
+        self.request("PUT", f"/api/v2/backfills/{orphan}/cancel", ok=(200, 409))
         return self.post("/api/v2/backfills", body)
+
+    def _runless_backfill(self, body: dict) -> int | None:
+        """The id of the active backfill of ``body``'s DAG over the same dates, when it has no
+        backfill run queued since it was created; else None."""
+        dag_id = body["dag_id"]
+        backfills = self.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
+        for backfill in backfills:
+            same = all(_utc(backfill[key]) == _utc(body[key]) for key in ("from_date", "to_date"))
+            if backfill["completed_at"] is None and same:
+                runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=backfill&limit=100")
+                created = _utc(backfill["created_at"])
+                if not any(_utc(r["queued_at"] or "") >= created for r in runs["dag_runs"]):
+                    return backfill["id"]
+        return None
 
     def dag_runs(self, dag_id: str = DAG_ID) -> list[dict]:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]

@@ -110,3 +110,37 @@ def test_recpipe_page_requires_airflow_auth(airflow_services):
     client._login()
     reply = requests.get(url, headers={"Authorization": f"Bearer {client._token}"}, timeout=60)
     assert reply.status_code == 200 and "<h1>recpipe" in reply.text
+
+
+def test_the_api_waits_out_a_metadata_db_lock_held_longer_than_sqlites_default(airflow_services):
+    """SQLite gives up on a lock after 5 s by default, and the api-server then answers 500 (or
+    503 for a backfill); recpipe's Airflow waits up to a minute (recpipe.airflow_db)."""
+    import sqlite3
+    import threading
+    import time
+
+    running, _ = airflow_services
+    held = threading.Event()
+
+    def hold_the_write_lock(seconds: float = 8.0) -> None:
+        con = sqlite3.connect(running.home / "airflow.db", timeout=60, isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        held.set()
+        time.sleep(seconds)
+        con.execute("COMMIT")
+        con.close()
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    assert held.wait(60)
+    client = running.client()
+    client._login()  # before the clock starts: the login writes nothing, but keep it apart
+    started = time.monotonic()
+    client.ensure_pool(slots=2)  # the pool exists: a PATCH, a write that must wait for the lock
+    waited = time.monotonic() - started
+    holder.join()
+    assert client.busy_replies == 0
+    assert waited > 5, f"the write did not wait for the lock ({waited:.1f}s)"
+    assert client.get("/api/v2/pools/recpipe_warehouse")["slots"] == 2
+    client.ensure_pool()  # back to the one slot the DuckDB file needs
+    assert client.get("/api/v2/pools/recpipe_warehouse")["slots"] == 1
