@@ -377,9 +377,21 @@ def sample_training_rows(frame: pd.DataFrame, params: RankerParams) -> pd.DataFr
     rank_in_query = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     chosen = negative[order[rank_in_query < params.max_negatives_per_user]]
     rows = np.concatenate([np.flatnonzero(in_positive & (label > 0)), keep, chosen])
+    if len(rows) == len(frame) and _in_query_item_order(query, frame["item_id"].to_numpy()):
+        # drawn in the warehouse already (training_rows): every row kept, in order; copying
+        # the wide frame twice more took ~2 s at 1M events
+        return frame.reset_index(drop=True)  # copy-on-write: no data copied
     sampled = frame.iloc[rows].assign(_query=query[rows])
     sampled = sampled.sort_values(["_query", "item_id"]).reset_index(drop=True)
     return sampled.drop(columns=["_query"])
+
+
+def _in_query_item_order(query: np.ndarray, item: np.ndarray) -> bool:
+    """Whether the rows are sorted by query, then item (both strings)."""
+    if len(query) < 2:
+        return True
+    same = query[1:] == query[:-1]
+    return bool(np.all((query[1:] > query[:-1]) | (same & (item[1:] >= item[:-1]))))
 
 
 def train(frame: pd.DataFrame, params: RankerParams) -> TrainedRanker:

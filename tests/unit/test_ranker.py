@@ -82,6 +82,8 @@ def test_negative_sampling_keeps_positives_and_caps_negatives():
     # a sample is its own sample (train() samples what training_rows drew in the warehouse)
     params = ranker.RankerParams(max_negatives_per_user=5)
     pd.testing.assert_frame_equal(ranker.sample_training_rows(sampled, params), sampled)
+    shuffled = sampled.sample(frac=1, random_state=4)  # every row kept, out of order
+    pd.testing.assert_frame_equal(ranker.sample_training_rows(shuffled, params), sampled)
 
 
 def test_stacked_cutoffs_make_one_query_per_cutoff_and_user():
