@@ -19,6 +19,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recpipe import sources
 from recpipe.warehouse import Warehouse
@@ -115,7 +117,7 @@ def _candidates_at_cutoff(users_in: str | None) -> str:
     return "as_of_date = @cutoff" + (f" and user_id in ({users_in})" if users_in else "")
 
 
-def candidate_frame(
+def candidate_table(
     wh: Warehouse,
     cutoff: date,
     *,
@@ -123,7 +125,7 @@ def candidate_frame(
     users: tuple[str, str] | None = None,
     users_in: str | None = None,
     sample: RankerParams | None = None,
-) -> pd.DataFrame:
+) -> pa.Table:
     """All candidates of every source at ``cutoff`` with their features (and labels); only
     those of users from ``users[0]`` to ``users[1]`` (inclusive) when given, and only those of
     the users that the query ``users_in`` returns (it may use ``@cutoff``) when given. With
@@ -164,7 +166,29 @@ def candidate_frame(
     params = {"cutoff": cutoff}
     if users:
         params.update(first_user=users[0], last_user=users[1])
-    frame = wh.query_arrow(sql, params).to_pandas()
+    return wh.query_arrow(sql, params)
+
+
+def candidate_frame(
+    wh: Warehouse,
+    cutoff: date,
+    *,
+    with_labels: bool,
+    users: tuple[str, str] | None = None,
+    users_in: str | None = None,
+    sample: RankerParams | None = None,
+) -> pd.DataFrame:
+    """:func:`candidate_table` as the frame the ranker reads (:func:`_to_frame`)."""
+    return _to_frame(
+        candidate_table(
+            wh, cutoff, with_labels=with_labels, users=users, users_in=users_in, sample=sample
+        )
+    )
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    """Candidate rows as pandas: every feature numeric, floats rounded to FEATURE_DECIMALS."""
+    frame = table.to_pandas()
     for column in frame.columns:
         if column in NON_FEATURES:
             continue
@@ -217,7 +241,7 @@ def shard_slice(users: list[str], shard: tuple[int, int]) -> list[str]:
     return users[len(users) * index // count : len(users) * (index + 1) // count]
 
 
-def candidate_frames(
+def candidate_tables(
     wh: Warehouse,
     cutoff: date,
     *,
@@ -226,25 +250,25 @@ def candidate_frames(
     shard: tuple[int, int] = (0, 1),
     users_in: str | None = None,
     sample: RankerParams | None = None,
-) -> Iterator[pd.DataFrame]:
-    """:func:`candidate_frame` in chunks of at most ``users_per_chunk`` users (consecutive
+) -> Iterator[pa.Table]:
+    """:func:`candidate_table` in chunks of at most ``users_per_chunk`` users (consecutive
     user_id ranges in the warehouse's order), so memory grows with the chunk, not the shop;
     only the users of ``shard`` (index, count): :func:`shard_slice`. Every stage that uses them
     works per user, so neither the chunks nor the shards change a result. ``users_in``: only
     the users this query returns, and ``sample``: the training sample (see
-    :func:`candidate_frame`)."""
+    :func:`candidate_table`)."""
     unions = sources.union_sql(wh, "user_id", _candidates_at_cutoff(users_in))
     every_user = wh.query_df(
         f"select distinct user_id from ({unions}) as candidate_users order by user_id",
         {"cutoff": cutoff},
     )["user_id"].tolist()
     users = shard_slice(every_user, shard)
-    if not users:  # an empty frame with every column, from a user range nothing falls in
-        yield candidate_frame(wh, cutoff, with_labels=with_labels, users=("1", "0"), sample=sample)
+    if not users:  # an empty table with every column, from a user range nothing falls in
+        yield candidate_table(wh, cutoff, with_labels=with_labels, users=("1", "0"), sample=sample)
         return
     for start in range(0, len(users), max(1, users_per_chunk)):
         chunk = users[start : start + max(1, users_per_chunk)]
-        yield candidate_frame(
+        yield candidate_table(
             wh,
             cutoff,
             with_labels=with_labels,
@@ -252,6 +276,35 @@ def candidate_frames(
             users_in=users_in,
             sample=sample,
         )
+
+
+def candidate_frames(wh: Warehouse, cutoff: date, **chunking) -> Iterator[pd.DataFrame]:
+    """:func:`candidate_tables` (same arguments) as frames (:func:`candidate_frame`)."""
+    return (_to_frame(table) for table in candidate_tables(wh, cutoff, **chunking))
+
+
+def _training_table(
+    wh: Warehouse,
+    cutoff: date,
+    params: RankerParams,
+    *,
+    users_per_chunk: int,
+    max_users: int | None,
+) -> pa.Table:
+    """:func:`training_rows` before the conversion to pandas, ordered by user_id, item_id."""
+    table = pa.concat_tables(
+        candidate_tables(
+            # users without an event in the window have no positive: sampling drops them anyway
+            wh,
+            cutoff,
+            with_labels=True,
+            users_per_chunk=users_per_chunk,
+            users_in=sample_of_users(labelled_users(wh), max_users),
+            sample=params,
+        ),
+        promote_options="permissive",
+    )
+    return table.take(pc.sort_indices(table, [("user_id", "ascending"), ("item_id", "ascending")]))
 
 
 def training_rows(
@@ -264,20 +317,10 @@ def training_rows(
 ) -> pd.DataFrame:
     """The sampled, labelled training rows at ``cutoff`` (:func:`sample_training_rows`, per
     user, drawn in the warehouse), gathered chunk by chunk; of at most ``max_users`` labelled
-    users (:func:`sample_of_users`)."""
-    parts = list(
-        candidate_frames(
-            # users without an event in the window have no positive: sampling drops them anyway
-            wh,
-            cutoff,
-            with_labels=True,
-            users_per_chunk=users_per_chunk,
-            users_in=sample_of_users(labelled_users(wh), max_users),
-            sample=params,
-        )
+    users (:func:`sample_of_users`); ordered by user_id, item_id."""
+    return _to_frame(
+        _training_table(wh, cutoff, params, users_per_chunk=users_per_chunk, max_users=max_users)
     )
-    rows = pd.concat(parts, ignore_index=True)
-    return rows.sort_values(["user_id", "item_id"]).reset_index(drop=True)
 
 
 def stacked_training_rows(
@@ -290,17 +333,20 @@ def stacked_training_rows(
 ) -> pd.DataFrame:
     """:func:`training_rows` of several cutoffs (at most ``max_users`` users each), stacked. One
     ranking query per (cutoff, user): ``query_id`` = 'cutoff|user_id'; rows ordered by
-    query_id, item_id (deterministic)."""
+    query_id, item_id (deterministic). Chunks and cutoffs are joined and ordered in Arrow and
+    converted to pandas once: concatenating the wide pandas frames and sorting them took ~4 s
+    of the 1M training stage."""
     parts = []
     for cutoff in sorted(cutoffs):
-        rows = training_rows(
+        table = _training_table(
             wh, cutoff, params, users_per_chunk=users_per_chunk, max_users=max_users
         )
-        rows.insert(0, "query_id", f"{cutoff:%Y-%m-%d}|" + rows["user_id"].astype(str))
-        parts.append(rows)
+        user_ids = pc.cast(table["user_id"], pa.string())
+        query_id = pc.binary_join_element_wise(f"{cutoff:%Y-%m-%d}|", user_ids, "")
+        parts.append(table.add_column(0, "query_id", query_id))
     # each part is sorted by user_id, item_id and the parts by date, so the rows are in
-    # query_id, item_id order already (sorting the wide frame again took ~1 s at 1M events)
-    return pd.concat(parts, ignore_index=True)
+    # query_id, item_id order already
+    return _to_frame(pa.concat_tables(parts, promote_options="permissive"))
 
 
 def _query(frame: pd.DataFrame) -> pd.Series:
