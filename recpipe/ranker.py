@@ -169,21 +169,9 @@ def candidate_table(
     return wh.query_arrow(sql, params)
 
 
-def candidate_frame(
-    wh: Warehouse,
-    cutoff: date,
-    *,
-    with_labels: bool,
-    users: tuple[str, str] | None = None,
-    users_in: str | None = None,
-    sample: RankerParams | None = None,
-) -> pd.DataFrame:
-    """:func:`candidate_table` as the frame the ranker reads (:func:`_to_frame`)."""
-    return _to_frame(
-        candidate_table(
-            wh, cutoff, with_labels=with_labels, users=users, users_in=users_in, sample=sample
-        )
-    )
+def candidate_frame(wh: Warehouse, cutoff: date, **query) -> pd.DataFrame:
+    """:func:`candidate_table` (same arguments) as the ranker's frame (:func:`_to_frame`)."""
+    return _to_frame(candidate_table(wh, cutoff, **query))
 
 
 def _to_frame(table: pa.Table) -> pd.DataFrame:
