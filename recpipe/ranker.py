@@ -355,19 +355,47 @@ def rank_in_chunks(
     discovery_slots: int = 0,
 ) -> pd.DataFrame:
     """:func:`rank_candidates` over every user with candidates at ``cutoff`` (of ``shard``
-    only, and of ``users_in`` only: see :func:`candidate_frames`), chunk by chunk."""
-    ranked = [
-        rank_candidates(frame, booster, features, k, discovery_slots)
-        for frame in candidate_frames(
-            wh,
-            cutoff,
-            with_labels=False,
-            users_per_chunk=users_per_chunk,
-            shard=shard,
-            users_in=users_in,
-        )
-    ]
+    only, and of ``users_in`` only: see :func:`candidate_tables`), chunk by chunk. The features
+    go from Arrow to LightGBM's array directly (:func:`table_feature_matrix`) when they can."""
+    keys = ["user_id", "item_id", "sources"] + ([NEVER_BOUGHT] if discovery_slots else [])
+    ranked = []
+    for table in candidate_tables(
+        wh,
+        cutoff,
+        with_labels=False,
+        users_per_chunk=users_per_chunk,
+        shard=shard,
+        users_in=users_in,
+    ):
+        matrix = table_feature_matrix(table, features)
+        if matrix is None:
+            frame = _to_frame(table)
+        else:
+            frame = table.select([key for key in keys if key in table.column_names]).to_pandas()
+        ranked.append(rank_candidates(frame, booster, features, k, discovery_slots, matrix=matrix))
     return pd.concat(ranked, ignore_index=True)
+
+
+def table_feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray | None:
+    """``feature_matrix(_to_frame(table), features)`` made from the Arrow columns directly,
+    each rounded into its place: the same float64 values without the pandas copy and the
+    rounded copy of every column. None when a feature is not an Arrow int32, int64 or
+    float64 (the pandas path converts those)."""
+    missing = [name for name in features if name not in table.column_names]
+    if missing:
+        raise ValueError(f"candidate frame lacks model features: {', '.join(missing[:5])}")
+    types = [table.schema.field(name).type for name in features]
+    plain = (pa.int32(), pa.int64(), pa.float64())  # the ones feature_matrix makes float64
+    if not all(kind in plain for kind in types):
+        return None
+    matrix = np.empty((table.num_rows, len(features)), dtype=np.float64, order="F")
+    for position, (name, kind) in enumerate(zip(features, types, strict=True)):
+        column = table[name]
+        if kind != pa.float64():  # an int: pandas makes it float64 when nulls, and never rounds
+            matrix[:, position] = column.cast(pa.float64()).to_numpy()
+        else:
+            np.round(column.to_numpy(), FEATURE_DECIMALS, out=matrix[:, position])
+    return matrix
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -533,23 +561,27 @@ def rank_candidates(
     features: list[str],
     k: int,
     discovery_slots: int = 0,
+    *,
+    matrix: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score candidates and keep the top ``k`` per user: score desc, then item_id (ties).
+    ``matrix``: the rows' :func:`feature_matrix` when the caller made it (then ``frame`` needs
+    only user_id, item_id, sources and, with discovery slots, ``NEVER_BOUGHT``).
 
     With ``discovery_slots``, a user's ``min(discovery_slots, k)`` best-scored candidates among
     the items they never bought (``NEVER_BOUGHT``) are kept even when the ranker scored them
     below its top ``k``; they take the places of the lowest-scored others, and the list stays
     in score order (so they sit at its end). A user with fewer such candidates keeps those."""
-    missing = [f for f in features if f not in frame.columns]
+    missing = [f for f in features if f not in frame.columns] if matrix is None else []
     if discovery_slots and NEVER_BOUGHT not in frame.columns:
         missing.append(NEVER_BOUGHT)
     if missing:
         raise ValueError(f"candidate frame lacks model features: {', '.join(missing[:5])}")
     scored = frame[["user_id", "item_id", "sources"]].copy()
     # every core: each row is scored on its own, so the thread count does not change a score
-    scored["score"] = (
-        booster.predict(feature_matrix(frame, features), num_threads=0) if len(frame) else []
-    )
+    if matrix is None:
+        matrix = feature_matrix(frame, features)
+    scored["score"] = booster.predict(matrix, num_threads=0) if len(frame) else []
     order = ["user_id", "score", "item_id"]
     descending = [True, False, True]
     if discovery_slots:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from recpipe import ranker
@@ -189,3 +190,38 @@ def test_user_shards_split_the_sorted_users_into_contiguous_near_equal_slices(co
     assert max(map(len, slices)) - min(map(len, slices)) <= 1  # 12 shards: two are empty
     with pytest.raises(ValueError, match=f"shard {count} of {count}"):
         ranker.shard_slice(users, (count, count))
+
+
+def test_the_arrow_feature_matrix_is_the_pandas_one():
+    """Scoring builds LightGBM's array from Arrow directly: nulls, ints, chunks and rounding
+    come out as the pandas path makes them; a type it does not take falls back."""
+    table = pa.Table.from_batches(
+        [
+            pa.record_batch(
+                {
+                    "user_id": ["u1", "u1"],
+                    "x": pa.array([0.1234567891234, None], pa.float64()),
+                    "n": pa.array([1, None], pa.int64()),
+                    "m": pa.array([7, 8], pa.int32()),
+                }
+            ),
+            pa.record_batch(
+                {
+                    "user_id": ["u2"],
+                    "x": pa.array([2.0000000004], pa.float64()),
+                    "n": pa.array([2**40], pa.int64()),
+                    "m": pa.array([9], pa.int32()),
+                }
+            ),
+        ]
+    )
+    features = ["x", "n", "m"]
+    direct = ranker.table_feature_matrix(table, features)
+    via_pandas = ranker.feature_matrix(ranker._to_frame(table), features)
+    assert direct.dtype == via_pandas.dtype == np.float64 and direct.flags["F_CONTIGUOUS"]
+    np.testing.assert_array_equal(direct, via_pandas)
+    assert direct[0, 0] == 0.123456789 and np.isnan(direct[1, 1])
+    as_decimal = table.set_column(1, "x", pa.array([1, 2, 3], pa.decimal128(10, 2)))
+    assert ranker.table_feature_matrix(as_decimal, features) is None
+    with pytest.raises(ValueError, match="lacks model features: y"):
+        ranker.table_feature_matrix(table, ["x", "y"])
