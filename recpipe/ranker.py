@@ -266,11 +266,6 @@ def candidate_tables(
         )
 
 
-def candidate_frames(wh: Warehouse, cutoff: date, **chunking) -> Iterator[pd.DataFrame]:
-    """:func:`candidate_tables` (same arguments) as frames (:func:`candidate_frame`)."""
-    return (_to_frame(table) for table in candidate_tables(wh, cutoff, **chunking))
-
-
 def _training_table(
     wh: Warehouse,
     cutoff: date,

@@ -33,10 +33,10 @@ def test_chunks_of_users_change_neither_training_rows_nor_rankings(shop, prepare
         users = serve["user_id"].unique()
         assert set(ODD_USERS) <= set(users)  # unicode and quote-laden ids fall in some range
         chunks = list(
-            ranker.candidate_frames(wh, run.as_of_date, with_labels=False, users_per_chunk=7)
+            ranker.candidate_tables(wh, run.as_of_date, with_labels=False, users_per_chunk=7)
         )
         assert len(chunks) == math.ceil(len(users) / 7)
-        seen = [set(chunk["user_id"]) for chunk in chunks]
+        seen = [set(chunk["user_id"].to_pylist()) for chunk in chunks]
         assert sum(map(len, seen)) == len(users) and set().union(*seen) == set(users)
 
         for users_per_chunk in (7, 100, 10**6):
