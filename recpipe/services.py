@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,9 @@ ADMIN = "admin"
 FINISHED = ("success", "failed")
 
 
-def _utc(stamp: str) -> str:
-    """An ISO timestamp as ``YYYY-MM-DDTHH:MM:SS`` in UTC, comparable as text ("" stays "")."""
-    if not stamp:
-        return ""
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+def _moment(stamp: str) -> datetime:
+    """An ISO timestamp of the API (``...Z`` or with an offset) as an aware datetime."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def free_port() -> int:
@@ -95,7 +92,7 @@ class AirflowClient:
         self._busy_retry_s = busy_retry_s
         self._http = requests.Session()
         self._token: str | None = None
-        self.busy_replies = 0  # 503s retried so far (a test and an operator's log read it)
+        self.busy_replies = 0  # 503s retried so far: backfill() tells a locked attempt by it
 
     def _login(self) -> None:
         reply = self._http.post(
@@ -205,11 +202,14 @@ class AirflowClient:
         dag_id = body["dag_id"]
         backfills = self.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
         for backfill in backfills:
-            same = all(_utc(backfill[key]) == _utc(body[key]) for key in ("from_date", "to_date"))
+            same = all(
+                _moment(backfill[key]) == _moment(body[key]) for key in ("from_date", "to_date")
+            )
             if backfill["completed_at"] is None and same:
                 runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=backfill&limit=100")
-                created = _utc(backfill["created_at"])
-                if not any(_utc(r["queued_at"] or "") >= created for r in runs["dag_runs"]):
+                created = _moment(backfill["created_at"])
+                queued = [_moment(r["queued_at"]) for r in runs["dag_runs"] if r["queued_at"]]
+                if not any(moment >= created for moment in queued):
                     return backfill["id"]
         return None
 
