@@ -215,7 +215,10 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="recpipe", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter
+        prog="recpipe",
+        description="recpipe: daily top-K recommendations from a shop's events, through Airflow.",
+        epilog=__doc__.split("\n\n", 1)[1].strip(),
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"recpipe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

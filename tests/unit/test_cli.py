@@ -113,6 +113,12 @@ def test_every_option_of_every_command_says_what_it_means_and_its_default(capsys
             elif action.default not in (None, False):
                 assert f"(default: {action.default})" in text, (name, action.dest)
     with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # the top-level help is whole sentences: what recpipe is, its commands, the exit codes
+    assert "recpipe: daily top-K recommendations" in text
+    assert "a non-zero exit code." in text
+    with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = capsys.readouterr().out
     assert "k: Recommendations per user (top K). (default: 20; 1..200)" in text
