@@ -37,9 +37,9 @@ expected as (
 final as (
 
     select
-        coalesce(expected.role, cutoffs.role) as role,
         expected.as_of_date as expected_as_of_date,
-        cutoffs.as_of_date as actual_as_of_date
+        cutoffs.as_of_date as actual_as_of_date,
+        coalesce(expected.role, cutoffs.role) as role
 
     from expected
     full outer join cutoffs

@@ -19,7 +19,11 @@ labels as (
 
 final as (
 
-    select labels.*
+    select
+        labels.as_of_date,
+        labels.user_id,
+        labels.item_id,
+        cutoffs.role
 
     from labels
     inner join cutoffs

@@ -27,16 +27,22 @@ items as (
 
 active_users as (
 
-    select * from {{ ref('int_active_users') }}
-    where as_of_date in (select as_of_date from {{ ref('int_cutoffs') }})
+    select run_users.*
+    from {{ ref('int_active_users') }} as run_users
+    where run_users.as_of_date in (
+        select run_cutoffs.as_of_date from {{ ref('int_cutoffs') }} as run_cutoffs
+    )
 
 ),
 
 user_item_features as (
 
     -- this run's partitions (the table keeps other runs' too)
-    select * from {{ ref('fct_user_item_features') }}
-    where as_of_date in (select as_of_date from {{ ref('int_cutoffs') }})
+    select run_pairs.*
+    from {{ ref('fct_user_item_features') }} as run_pairs
+    where run_pairs.as_of_date in (
+        select run_cutoffs.as_of_date from {{ ref('int_cutoffs') }} as run_cutoffs
+    )
 
 ),
 
@@ -67,12 +73,12 @@ recounted as (
 final as (
 
     select
-        coalesce(recounted.as_of_date, user_item_features.as_of_date) as as_of_date,
-        coalesce(recounted.user_id, user_item_features.user_id) as user_id,
-        coalesce(recounted.item_id, user_item_features.item_id) as item_id,
         recounted.event_count as expected_event_count,
         user_item_features.ui_event_count_history as actual_event_count,
-        recounted.last_event_ts as expected_last_event_ts
+        recounted.last_event_ts as expected_last_event_ts,
+        coalesce(recounted.as_of_date, user_item_features.as_of_date) as as_of_date,
+        coalesce(recounted.user_id, user_item_features.user_id) as user_id,
+        coalesce(recounted.item_id, user_item_features.item_id) as item_id
 
     from recounted
     full outer join user_item_features

@@ -103,7 +103,10 @@ item_trended as (
         item_activity.item_id,
         item_activity.category,
         item_activity.weight_30d * (
-            1.0 + least(2.0, greatest(0.0, (events_7d + 1.0) / (events_previous_7d + 1.0) - 1.0))
+            1.0 + least(2.0, greatest(
+                0.0,
+                (item_activity.events_7d + 1.0) / (item_activity.events_previous_7d + 1.0) - 1.0
+            ))
         ) as trended_weight
 
     from item_activity
@@ -140,7 +143,8 @@ scored_pairs as (
     inner join item_category_share
         on user_top_categories.as_of_date = item_category_share.as_of_date
         and user_top_categories.category = item_category_share.category
-    where user_top_categories.category_rank <= {{ categories_per_user }}
+    where
+        user_top_categories.category_rank <= {{ categories_per_user }}
         and item_category_share.rank_in_category <= {{ positive_int_var('candidate_depth') }}
 
 ),

@@ -122,11 +122,18 @@ final as (
             (coalesce(item_activity.item_event_count_7d, 0) + 1.0)
             / (coalesce(item_activity.item_event_count_previous_7d, 0) + 1.0)
         ) as item_trend_7d,
-        {{ safe_divide('item_activity.item_purchase_count_history', 'item_activity.item_view_count_history') }}
+        {{ safe_divide(
+            'item_activity.item_purchase_count_history',
+            'item_activity.item_view_count_history'
+        ) }}
             as item_purchase_view_conversion,
-        {{ safe_divide('item_activity.item_add_to_cart_count_history', 'item_activity.item_view_count_history') }}
+        {{ safe_divide(
+            'item_activity.item_add_to_cart_count_history',
+            'item_activity.item_view_count_history'
+        ) }}
             as item_add_to_cart_view_conversion,
-        cast(coalesce(item_buyers.buyer_count, 0) as {{ dbt.type_bigint() }}) as item_buyer_count_history,
+        cast(coalesce(item_buyers.buyer_count, 0) as {{ dbt.type_bigint() }})
+            as item_buyer_count_history,
         {{ safe_divide('item_buyers.repeat_buyer_count', 'item_buyers.buyer_count') }}
             as item_repeat_purchase_rate,
         item_activity.item_days_since_first_event,

@@ -80,11 +80,20 @@ final as (
         user_activity.user_days_since_first_event,
         user_activity.user_days_since_last_purchase,
         user_activity.user_avg_purchase_price,
-        {{ safe_divide('user_activity.user_purchase_count_history', 'user_activity.user_view_count_history') }}
+        {{ safe_divide(
+            'user_activity.user_purchase_count_history',
+            'user_activity.user_view_count_history'
+        ) }}
             as user_purchase_view_conversion,
-        {{ safe_divide('user_activity.user_add_to_cart_count_history', 'user_activity.user_view_count_history') }}
+        {{ safe_divide(
+            'user_activity.user_add_to_cart_count_history',
+            'user_activity.user_view_count_history'
+        ) }}
             as user_add_to_cart_view_conversion,
-        {{ safe_divide('user_activity.user_purchase_count_history', 'user_activity.user_add_to_cart_count_history') }}
+        {{ safe_divide(
+            'user_activity.user_purchase_count_history',
+            'user_activity.user_add_to_cart_count_history'
+        ) }}
             as user_purchase_add_to_cart_conversion
 
     from active_users

@@ -66,7 +66,8 @@ labelled_users_with_window as (
     select
         labelled_users.*,
         cutoffs.role,
-        max(has_purchase) over (partition by labelled_users.as_of_date) as window_has_purchase
+        max(labelled_users.has_purchase) over (partition by labelled_users.as_of_date)
+            as window_has_purchase
 
     from labelled_users
     inner join cutoffs
@@ -77,7 +78,9 @@ labelled_users_with_window as (
 eligible_users as (
 
     -- recpipe.ranker.labelled_users (train) and recpipe.validation.truth_sql (valid)
-    select as_of_date, user_id
+    select
+        as_of_date,
+        user_id
     from labelled_users_with_window
     where role <> 'valid' or has_purchase = 1 or window_has_purchase = 0
 
@@ -85,7 +88,9 @@ eligible_users as (
 
 sampled_users as (
 
-    select as_of_date, user_id
+    select
+        as_of_date,
+        user_id
     from (
         select
             *,

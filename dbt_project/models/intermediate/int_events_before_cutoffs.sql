@@ -8,6 +8,7 @@
 {{ config(materialized='ephemeral') }}
 
 {%- set history_days = positive_int_var('history_days') -%}
+{%- set history_start = date_to_timestamp(add_days('cutoffs.as_of_date', -history_days)) -%}
 
 with
 
@@ -41,7 +42,7 @@ events_in_history as (
     from cutoffs
     inner join events
         on events.event_ts < {{ date_to_timestamp('cutoffs.as_of_date') }}
-        and events.event_ts >= {{ date_to_timestamp(add_days('cutoffs.as_of_date', -history_days)) }}
+        and events.event_ts >= {{ history_start }}
 
 ),
 
