@@ -97,11 +97,12 @@ def recpipe_daily():
             check_raw(current)
 
     settings = load_settings()
+    manifest = require_manifest(settings.dbt_manifest)
     dbt = DbtTaskGroup(
         group_id="dbt",
         project_config=ProjectConfig(
             DBT_PROJECT_DIR,
-            manifest_path=require_manifest(settings.dbt_manifest),
+            manifest_path=manifest,
             install_dbt_deps=False,
         ),
         profile_config=profile_config(settings),
@@ -113,7 +114,9 @@ def recpipe_daily():
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.AFTER_EACH,
-            should_detach_multiple_parents_tests=True,
+            # a test on several models counts toward the model it is declared on
+            # (watch_after_build): one sensor per model's tests, none per such test
+            should_detach_multiple_parents_tests=False,
             env_vars=settings.dbt_env(),
         ),
         operator_args={
@@ -125,7 +128,7 @@ def recpipe_daily():
             **dbt_watcher_args(),
         },
     )
-    watch_after_build(dbt)
+    watch_after_build(dbt, manifest)
     push_final_node_events_only()
     push_only_what_sensors_read(dbt)
 

@@ -4,8 +4,10 @@ sensors). Imported where the DAG is parsed; nothing here starts Airflow or touch
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from recpipe.settings import Settings
@@ -204,7 +206,7 @@ def keep_dbt_run_results(project_dir: str, **_: Any) -> None:
     shutil.copyfile(source, target / "run_results.json")
 
 
-def watch_after_build(group) -> None:
+def watch_after_build(group, manifest: Path | None = None) -> None:
     """In watcher mode, start the per-node sensors of ``group`` once its ``dbt build`` ended.
 
     cosmos starts the root sensors beside the producer (for ``DbtTaskGroup``). On DuckDB every
@@ -214,7 +216,9 @@ def watch_after_build(group) -> None:
     final status from the producer's XCom whether the build passed or failed, and a failed model
     or test still fails its sensor. When the producer never ran (a gate before dbt failed: it is
     ``upstream_failed``), ``one_done`` skips the sensors: ``all_done`` would start them, and
-    cosmos' sensor polls for a status that never comes.
+    cosmos' sensor polls for a status that never comes. With ``manifest`` (the one the group was
+    rendered from), each test on several models reports to one model's ``<model>.test`` sensor
+    (:func:`multi_model_test_owners`, :func:`tests_per_owner`).
     """
     from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
 
@@ -231,14 +235,54 @@ def watch_after_build(group) -> None:
     for task in roots:
         producer >> task
         task.trigger_rule = "one_done"
-    # A test on several models (relationships) has its own sensor, which waits for the status
-    # the producer pushes for a "model" of that name: register the test as its own model. cosmos
-    # also counted it in each parent's `<model>.test`, which then turned red when the test was
-    # skipped because another parent failed: each `<model>.test` shows the model's own tests.
-    detached = {
-        task.model_unique_id
-        for task_id, task in tasks.items()
-        if getattr(task, "is_test_sensor", False) and not task_id.endswith(".test")
+    if manifest is not None:
+        producer.tests_per_model = tests_per_owner(
+            producer.tests_per_model, multi_model_test_owners(manifest)
+        )
+
+
+def multi_model_test_owners(manifest: Path) -> dict[str, str]:
+    """The one model each dbt test on several models belongs to, from the dbt manifest: the
+    model it is declared on (``attached_node``: a relationships test belongs to the model whose
+    column it checks), else the parent that every other parent is upstream of; a test with no
+    such parent is left out (it stays with each of its parents)."""
+    nodes = json.loads(manifest.read_text(encoding="utf-8"))["nodes"]
+
+    def parents(unique_id: str) -> list[str]:
+        return [
+            p for p in nodes.get(unique_id, {}).get("depends_on", {}).get("nodes", []) if p in nodes
+        ]
+
+    ancestors: dict[str, set[str]] = {}
+
+    def upstream(unique_id: str) -> set[str]:
+        if unique_id not in ancestors:
+            ancestors[unique_id] = set()  # a cycle (dbt forbids them) ends here
+            ancestors[unique_id] = {a for p in parents(unique_id) for a in (p, *upstream(p))}
+        return ancestors[unique_id]
+
+    owners = {}
+    for unique_id, node in nodes.items():
+        models = parents(unique_id)
+        if node.get("resource_type") != "test" or len(models) < 2:
+            continue
+        owner = node.get("attached_node")
+        if owner not in models:
+            owner = next((m for m in models if set(models) - {m} <= upstream(m)), None)
+        if owner is not None:
+            owners[unique_id] = owner
+    return owners
+
+
+def tests_per_owner(
+    tests_per_model: dict[str, list[str]], owners: dict[str, str]
+) -> dict[str, list[str]]:
+    """``tests_per_model`` (cosmos lists a test on several models under each of them) with each
+    test under its owner only, so a ``<model>.test`` sensor shows the model's own tests and a
+    parent stays green when a test of a model downstream of it fails. A model left with no test
+    keeps the ones it had: its sensor would otherwise wait for a status no test reports."""
+    owned = {
+        model: [t for t in tests if owners.get(t, model) == model]
+        for model, tests in tests_per_model.items()
     }
-    own = {m: [t for t in ts if t not in detached] for m, ts in producer.tests_per_model.items()}
-    producer.tests_per_model = {m: ts for m, ts in own.items() if ts} | {t: [t] for t in detached}
+    return {model: owned[model] or tests for model, tests in tests_per_model.items()}

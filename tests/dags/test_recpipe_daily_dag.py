@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,6 @@ def dbt_models() -> list[str]:
     return sorted(p.stem for p in (DBT_PROJECT_DIR / "models").rglob("*.sql"))
 
 
-def multi_model_test_tasks(dag) -> set[str]:
-    return {
-        t
-        for t in dag.task_ids
-        if t.startswith("dbt.") and t.endswith("_test") and not t.endswith((".run", ".test"))
-    }
-
-
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
     assert list(dagbag.dag_ids) == ["recpipe_daily"]
@@ -61,14 +54,9 @@ def test_exact_task_set(dag):
     models = dbt_models()
     assert len(models) >= 10
     dbt_tasks = {f"dbt.{m}.run" for m in models} | {f"dbt.{m}.test" for m in models}
-    # Tests that span several models (relationships, point-in-time checks) run once all of
-    # their models are built and tested.
-    multi_model_tests = multi_model_test_tasks(dag)
-    assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks | multi_model_tests | WATCHER_TASKS
-    for task_id in multi_model_tests:
-        upstream = dag.get_task(task_id).upstream_task_ids
-        assert len(upstream) >= 2 and all(u.endswith(".test") for u in upstream), task_id
-        assert dag.get_task(task_id).downstream_task_ids == {"gate__features"}
+    # A test on several models (relationships, point-in-time checks) has no task of its own: it
+    # reports to the `<model>.test` of the model it belongs to (see the test below).
+    assert set(dag.task_ids) == set(PYTHON_TASKS) | dbt_tasks | WATCHER_TASKS
 
 
 def test_stage_order(dag):
@@ -128,13 +116,9 @@ def test_dbt_runs_as_one_build_watched_by_a_sensor_per_model_and_test(dag):
     assert producer.max_active_tis_per_dag == 1  # builds of overlapping runs take turns
     assert "xcom_pull(task_ids='run__resolve_params')['as_of']" in producer.vars["as_of"]
     assert producer.env["RECPIPE_DUCKDB_PATH"]
-    # A test on several models has its own sensor, which the producer reports to as if the test
-    # were a model; each `<model>.test` waits for the model's own tests only.
+    # Every test reports to one `<model>.test` sensor (a test on several models too).
     listed = [test for tests in producer.tests_per_model.values() for test in tests]
     assert listed and len(listed) == len(set(listed))
-    for task_id in multi_model_test_tasks(dag):
-        test = dag.get_task(task_id).model_unique_id
-        assert producer.tests_per_model[test] == [test], task_id
     ephemeral = {"int_cutoffs", "int_events_before_cutoffs"}  # compiled into their users
     sensors = {t for t in dag.task_ids if t.startswith("dbt.")} - WATCHER_TASKS
     for task_id in sensors:
@@ -155,6 +139,36 @@ def test_dbt_runs_as_one_build_watched_by_a_sensor_per_model_and_test(dag):
     # ... the others only after everything they depend on passed: a failed test gates its users.
     for task_id in sensors - roots:
         assert dag.get_task(task_id).trigger_rule == "all_success", task_id
+
+
+def test_a_test_on_several_models_belongs_to_the_model_it_is_declared_on(dag):
+    """Its status goes to that model's `<model>.test` only: the models it reads (the catalog,
+    the cutoffs) stay green when it fails, and the model it checks turns red."""
+    from recpipe.settings import load_settings
+
+    manifest = json.loads(load_settings().dbt_manifest.read_text(encoding="utf-8"))["nodes"]
+    tests_per_model = dag.get_task(PRODUCER).tests_per_model
+    owner_of = {test: model for model, tests in tests_per_model.items() for test in tests}
+    several = {
+        uid: node
+        for uid, node in manifest.items()
+        if node["resource_type"] == "test" and len(node["depends_on"]["nodes"]) >= 2
+    }
+    assert len(several) >= 30
+    declared = {
+        uid: node["attached_node"] for uid, node in several.items() if node.get("attached_node")
+    }
+    assert {uid: owner_of[uid] for uid in declared} == declared
+    # a singular test on several models: the one the others are upstream of
+    singular = "test.recpipe.assert_labels_only_for_train_and_valid_cutoffs"
+    assert set(several[singular]["depends_on"]["nodes"]) == {
+        "model.recpipe.int_labels",
+        "model.recpipe.int_cutoffs",
+    }
+    assert owner_of[singular] == "model.recpipe.int_labels"
+    # every model keeps a test of its own: no `<model>.test` waits for a status none reports
+    models = {f"model.recpipe.{m}" for m in dbt_models()}
+    assert models <= {model for model, tests in tests_per_model.items() if tests}
 
 
 class RecordingProducerInstance:

@@ -72,3 +72,48 @@ def test_dbt_tasks_keep_the_profile_environment_and_write_no_file_log():
 
     assert env["DBT_LOG_LEVEL_FILE"] == "none"
     assert {k: env[k] for k in settings.dbt_env()} == settings.dbt_env()
+
+
+def test_a_test_on_several_models_goes_to_one_owner_and_no_model_is_left_without_tests(tmp_path):
+    import json
+
+    from recpipe.dag_definition import multi_model_test_owners, tests_per_owner
+
+    def node(kind, parents=(), attached=None):
+        found = {"resource_type": kind, "depends_on": {"nodes": list(parents)}}
+        return found | ({"attached_node": attached} if attached else {})
+
+    a, b, c, d = (f"model.p.{name}" for name in "abcd")
+    nodes = {
+        a: node("model"),
+        b: node("model", [a]),
+        c: node("model", [b]),
+        d: node("model"),
+        "test.p.declared": node("test", [a, b], attached=a),  # declared on a: a owns it
+        "test.p.singular": node("test", [a, c]),  # c reads a through b: c owns it
+        "test.p.siblings": node("test", [a, d]),  # neither upstream of the other: no owner
+        "test.p.own": node("test", [b]),
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"nodes": nodes}))
+    owners = multi_model_test_owners(manifest)
+    assert owners == {"test.p.declared": a, "test.p.singular": c}
+    listed = {
+        a: ["test.p.declared", "test.p.singular", "test.p.siblings"],
+        b: ["test.p.declared", "test.p.own"],
+        c: ["test.p.singular"],
+        d: ["test.p.siblings"],
+    }
+    assert tests_per_owner(listed, owners) == {
+        a: ["test.p.declared", "test.p.siblings"],
+        b: ["test.p.own"],
+        c: ["test.p.singular"],
+        d: ["test.p.siblings"],
+    }
+    # a model whose only tests belong elsewhere keeps them: its sensor must hear from one
+    assert tests_per_owner(
+        {a: ["test.p.declared"], b: ["test.p.declared"]}, {"test.p.declared": b}
+    ) == {
+        a: ["test.p.declared"],
+        b: ["test.p.declared"],
+    }
