@@ -239,6 +239,16 @@ def watch_after_build(group, manifest: Path | None = None) -> None:
         producer.tests_per_model = tests_per_owner(
             producer.tests_per_model, multi_model_test_owners(manifest)
         )
+    # A `<model>.test` sensor turns red on any of its model's tests: name them in its
+    # documentation (the task's details in the UI); the producer's log says which one failed.
+    for task_id, task in tasks.items():
+        tests = producer.tests_per_model.get(getattr(task, "model_unique_id", None))
+        if task_id.endswith(".test") and tests:
+            names = "\n".join(f"- `{test.split('.', 2)[-1]}`" for test in sorted(tests))
+            task.doc_md = (
+                f"The dbt tests of `{task.model_unique_id}` ({len(tests)}), from the run's one "
+                f"`dbt build`; the log of `{producer.task_id}` names any that failed:\n\n{names}"
+            )
 
 
 def multi_model_test_owners(manifest: Path) -> dict[str, str]:

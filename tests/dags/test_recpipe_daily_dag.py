@@ -166,6 +166,12 @@ def test_a_test_on_several_models_belongs_to_the_model_it_is_declared_on(dag):
         "model.recpipe.int_cutoffs",
     }
     assert owner_of[singular] == "model.recpipe.int_labels"
+    # the sensor's documentation (its details in the UI) names every test it reports
+    sensor = dag.get_task("dbt.stg_shop__events.test")
+    relationship = next(t for t in declared if declared[t] == "model.recpipe.stg_shop__events")
+    assert f"`{relationship.split('.', 2)[-1]}`" in sensor.doc_md
+    for test in tests_per_model["model.recpipe.stg_shop__events"]:
+        assert f"`{test.split('.', 2)[-1]}`" in sensor.doc_md
     # every model keeps a test of its own: no `<model>.test` waits for a status none reports
     models = {f"model.recpipe.{m}" for m in dbt_models()}
     assert models <= {model for model, tests in tests_per_model.items() if tests}
