@@ -232,6 +232,43 @@ def test_the_producer_pushes_only_the_node_xcoms_a_sensor_reads(dag):
     ]
 
 
+class RecordingValues(RecordingProducerInstance):
+    def __init__(self, task) -> None:
+        super().__init__(task)
+        self.values: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value) -> None:
+        super().xcom_push(key, value)
+        self.values[key] = value
+
+
+def test_a_failed_test_on_two_models_turns_only_its_own_models_test_sensor_red(dag):
+    """What the producer reports, through cosmos' own aggregation, when every test of the build
+    passes but the relationships test from the events to the users: the events' `<model>.test`
+    reads fail, the users' (the model it references) pass."""
+    from cosmos.operators._watcher import aggregation
+
+    producer = dag.get_task(PRODUCER)
+    tests_per_model = producer.tests_per_model
+    events, users = "model.recpipe.stg_shop__events", "model.recpipe.stg_shop__users"
+    broken = next(t for t in tests_per_model[events] if t.startswith("test.recpipe.relationships"))
+    assert users.split(".")[-1] in broken
+    ti, results = RecordingValues(producer), {}
+    for test in sorted({t for tests in tests_per_model.values() for t in tests}):
+        aggregation.push_test_result_or_aggregate(
+            test, "fail" if test == broken else "pass", tests_per_model, results, ti
+        )
+    status = {
+        model: ti.values.get(aggregation.get_tests_status_xcom_key(model))
+        for model in (events, users)
+    }
+    assert status == {events: "fail", users: "pass"}
+    failed = {
+        key for key, value in ti.values.items() if key.endswith("_tests_status") and value == "fail"
+    }
+    assert failed == {aggregation.get_tests_status_xcom_key(events)}
+
+
 def test_schedule_params_retries_tags(dag):
     assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
     assert dag.catchup is False
