@@ -206,7 +206,7 @@ def keep_dbt_run_results(project_dir: str, **_: Any) -> None:
     shutil.copyfile(source, target / "run_results.json")
 
 
-def watch_after_build(group, manifest: Path | None = None) -> None:
+def watch_after_build(group, manifest: Path) -> None:
     """In watcher mode, start the per-node sensors of ``group`` once its ``dbt build`` ended.
 
     cosmos starts the root sensors beside the producer (for ``DbtTaskGroup``). On DuckDB every
@@ -216,7 +216,7 @@ def watch_after_build(group, manifest: Path | None = None) -> None:
     final status from the producer's XCom whether the build passed or failed, and a failed model
     or test still fails its sensor. When the producer never ran (a gate before dbt failed: it is
     ``upstream_failed``), ``one_done`` skips the sensors: ``all_done`` would start them, and
-    cosmos' sensor polls for a status that never comes. With ``manifest`` (the one the group was
+    cosmos' sensor polls for a status that never comes. From ``manifest`` (the one the group was
     rendered from), each test on several models reports to one model's ``<model>.test`` sensor
     (:func:`multi_model_test_owners`, :func:`tests_per_owner`).
     """
@@ -235,10 +235,9 @@ def watch_after_build(group, manifest: Path | None = None) -> None:
     for task in roots:
         producer >> task
         task.trigger_rule = "one_done"
-    if manifest is not None:
-        producer.tests_per_model = tests_per_owner(
-            producer.tests_per_model, multi_model_test_owners(manifest)
-        )
+    producer.tests_per_model = tests_per_owner(
+        producer.tests_per_model, multi_model_test_owners(manifest)
+    )
     # A `<model>.test` sensor turns red on any of its model's tests: name them in its
     # documentation (the task's details in the UI); the producer's log says which one failed.
     for task_id, task in tasks.items():
