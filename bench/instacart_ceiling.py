@@ -19,7 +19,9 @@ them. Features come only from what was known the day before the basket:
   who bought again). Counted over the whole log instead, these leak the query's own basket: the
   ranker then "gains" three times as much on held-out baskets and nothing on the truth;
 - TIFU-kNN's score and rank at the query's day (``recpipe.candidates_python.tifuknn_candidates``
-  over all baskets before it, the reference's settings).
+  over all baskets before it, the reference's settings);
+- what follows the user's last basket in everyone's baskets before the query's day: for each
+  item j of it, the share of baskets holding j whose next basket held the candidate, averaged.
 
 A LightGBM lambdarank trained on the baskets of four fifths of the users ranks every basket of
 the other fifth (five folds: each user held out once). Printed: mean NDCG@10 (ideal DCG over
@@ -30,7 +32,7 @@ oracle (the basket's repeat items first): the bound of any ranking of these cand
 truth rows rank repeat items only (no popularity fill, no new items), so they sit near, not on, the
 published figures of ``bench/quality.py --dataset instacart``.
 
-    .venv/bin/python bench/instacart_ceiling.py                 # 300 rounds, ~3 min on 2 cores
+    .venv/bin/python bench/instacart_ceiling.py                 # 300 rounds, ~4 min on 2 cores
     .venv/bin/python bench/instacart_ceiling.py --rounds 150    # a shorter-trained ranker
 """
 
@@ -213,6 +215,39 @@ def add_tifuknn(queries: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def add_transitions(queries: pd.DataFrame, baskets: pd.DataFrame) -> pd.DataFrame:
+    """``transition``: over the items j of the query's previous basket, the mean share of
+    baskets holding j (any user's, whose next basket came before the query's day) that were
+    followed by a basket holding the row's item; 0 without a known j."""
+    previous: dict[str, frozenset] = {}
+    pairs = []  # (day of the next basket, a basket, the next one); never a truth basket
+    for user, timeline in baskets.groupby("user_id", sort=False):
+        contents, days = list(timeline["items"]), list(timeline["day"])
+        for n in range(1, len(contents)):
+            previous[f"{user}:{n}"] = contents[n - 1]
+            if n < len(contents) - 1:
+                pairs.append((days[n], contents[n - 1], contents[n]))
+    pairs.sort(key=lambda pair: pair[0])
+    followed: dict[tuple[str, str], int] = defaultdict(int)
+    held: dict[str, int] = defaultdict(int)
+    scores = np.zeros(len(queries))
+    position = 0
+    rows = queries[["query", "day", "item_id"]].assign(row=np.arange(len(queries)))
+    for day, asking in rows.groupby("day", sort=True):
+        while position < len(pairs) and pairs[position][0] < day:
+            _, earlier, later = pairs[position]
+            for j in earlier:
+                held[j] += 1
+                for item in later:
+                    followed[(j, item)] += 1
+            position += 1
+        for row, query, item in zip(asking["row"], asking["query"], asking["item_id"], strict=True):
+            last = previous[query]
+            shares = [followed.get((j, item), 0) / held[j] for j in last if held.get(j)]
+            scores[row] = sum(shares) / len(last)
+    return queries.assign(transition=scores)
+
+
 def cross_validate(queries: pd.DataFrame, rounds: int) -> np.ndarray:
     """Ranker scores for every row, each from the fold model that never saw its user."""
     features = [c for c in queries.columns if c not in QUERY_COLUMNS]
@@ -257,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = personal_features(
         baskets, dict(zip(items["item_id"], items["category"], strict=True))
     )
-    queries = add_tifuknn(add_item_history(queries, lines), lines)
+    queries = add_transitions(add_tifuknn(add_item_history(queries, lines), lines), baskets)
     print(
         f"{queries['query'].nunique():,} query baskets of {queries['user_id'].nunique()} users, "
         f"{len(queries):,} candidate rows ({time.monotonic() - started:.0f} s)",
@@ -266,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     queries["ranker"] = cross_validate(queries, args.rounds)
     is_truth = queries.groupby("query")["is_truth"].first()
     results = {}
-    for column in ("decayed_0.8", "tifuknn", "ranker", "label"):
+    for column in ("decayed_0.8", "tifuknn", "transition", "ranker", "label"):
         results[column] = basket_ndcg(queries, baskets, column)
     # the labels as scores: every repeat item the basket holds first, the bound of these candidates
     results["oracle"] = results.pop("label")

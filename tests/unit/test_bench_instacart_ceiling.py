@@ -68,3 +68,17 @@ def test_queries_see_only_earlier_baskets(study, split: Path) -> None:
     assert truth["item_rebuy_share"] == pytest.approx((2 + 1) / (2 + 2))
     # c was never bought before the truth basket: not a candidate
     assert ("u1:2", "c") not in queries.index
+
+
+def test_transitions_count_only_baskets_that_followed_before_the_query_day(study, split) -> None:
+    baskets, _ = study.load_baskets(split)
+    queries = study.personal_features(baskets, {})
+    queries = study.add_transitions(queries, baskets).set_index(["query", "item_id"])
+    # 06-10: the only basket pairs end on 06-10 themselves (u1's and u2's): not known yet
+    assert queries.loc[("u1:1", "a"), "transition"] == 0
+    assert queries.loc[("u1:1", "b"), "transition"] == 0
+    # the truth day: both baskets holding a (u1's a+b, u2's a) were followed by a, never by b
+    assert queries.loc[("u1:2", "a"), "transition"] == pytest.approx(1.0)
+    assert queries.loc[("u1:2", "b"), "transition"] == 0
+    # u3's last basket held b; the one basket holding b before (u1's a+b) was followed by a only
+    assert queries.loc[("u3:1", "b"), "transition"] == 0
