@@ -284,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=300, help="boosting rounds per fold")
     args = parser.parse_args(argv)
-    if not (args.data / "truth.csv").exists():
-        raise SystemExit(f"instacart split not found: {args.data} lacks truth.csv")
+    missing = [f for f in ("events.csv", "items.csv", "truth.csv") if not (args.data / f).exists()]
+    if missing:
+        raise SystemExit(f"instacart split not found: {args.data} lacks {', '.join(missing)}")
     started = time.monotonic()
     baskets, lines = load_baskets(args.data)
     items = pd.read_csv(args.data / "items.csv", dtype=str)
@@ -299,16 +300,17 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     queries["ranker"] = cross_validate(queries, args.rounds)
-    is_truth = queries.groupby("query")["is_truth"].first()
     results = {}
     for column in ("decayed_0.8", "tifuknn", "transition", "ranker", "label"):
         results[column] = basket_ndcg(queries, baskets, column)
     # the labels as scores: every repeat item the basket holds first, the bound of these candidates
     results["oracle"] = results.pop("label")
+    # one order of queries for every Series below (basket_ndcg's), so masks need no alignment
+    is_truth = queries.groupby("query")["is_truth"].first().reindex(results["oracle"].index)
     table = pd.DataFrame(
         {
             "every held-out basket": {c: s.mean() for c, s in results.items()},
-            "truth baskets": {c: s[is_truth.reindex(s.index)].mean() for c, s in results.items()},
+            "truth baskets": {c: s[is_truth].mean() for c, s in results.items()},
         }
     )
     print(f"NDCG@{K}, {FOLDS} folds by user, {args.rounds} rounds")
